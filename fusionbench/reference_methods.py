@@ -1,0 +1,27 @@
+"""The two reference fusion rules every fusion table carries: pixel average and pixel maximum."""
+from __future__ import annotations
+
+import numpy as np
+
+from .data.io import as_image, check_same_shape
+from .methods import FusionMethod, register_method
+
+
+def _pair(pat, mri):
+    pat, mri = as_image(pat, "pat"), as_image(mri, "mri")
+    check_same_shape(pat=pat, mri=mri)
+    return pat, mri
+
+
+@register_method("average", kind="reference", reference="pixel-wise mean of the two sources")
+class Average(FusionMethod):
+    def fuse(self, pat, mri):
+        pat, mri = _pair(pat, mri)
+        return (0.5 * (pat + mri)).astype(np.float32)
+
+
+@register_method("maximum", kind="reference", reference="pixel-wise maximum of the two sources")
+class Maximum(FusionMethod):
+    def fuse(self, pat, mri):
+        pat, mri = _pair(pat, mri)
+        return np.maximum(pat, mri)

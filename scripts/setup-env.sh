@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Creates .venv and installs fusionbench with its extras. Idempotent: a second call is fast.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${FUSIONBENCH_VENV:-.venv}
+PY=${PYTHON:-python3}
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PY" -m venv "$VENV"
+fi
+stamp="$VENV/.fusionbench-installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  # torch first, pinned: a looser spec or MONAI's resolver would pull a multi-GB CUDA build.
+  "$VENV/bin/python" -m pip install --quiet "torch==2.13.0"
+  "$VENV/bin/python" -m pip install --quiet -e ".[dev,dist]"
+  touch "$stamp"
+fi
