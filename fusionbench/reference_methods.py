@@ -1,10 +1,10 @@
-"""The two reference fusion rules every fusion table carries: pixel average and pixel maximum."""
+"""Reference rules every table carries: pixel average and maximum fusion, and the identity registration."""
 from __future__ import annotations
 
 import numpy as np
 
 from .data.io import as_image, check_same_shape
-from .methods import FusionMethod, register_method
+from .methods import FusionMethod, RegistrationMethod, register_method
 
 
 def _pair(pat, mri):
@@ -25,3 +25,11 @@ class Maximum(FusionMethod):
     def fuse(self, pat, mri):
         pat, mri = _pair(pat, mri)
         return np.maximum(pat, mri)
+
+
+@register_method("identity", kind="registration",
+                 reference="no registration: the misaligned input (paper Table 1, first row)")
+class Identity(RegistrationMethod):
+    def register(self, moving, fixed):
+        moving, fixed = _pair(moving, fixed)
+        return moving.copy(), np.zeros((2, *fixed.shape), dtype=np.float32)
