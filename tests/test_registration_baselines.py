@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+import torch
+from skimage import data, transform
+
+from baselines.registration.mi_bspline import MIBSpline, transform_to_flow
+from baselines.registration.voxelmorph import (VoxelMorph, VxmDense, expected_vxm_parameters, gradient_loss,
+                                               local_ncc_loss, parameter_count)
+from fusionbench.methods import create_method, list_methods
+from fusionbench.warp import warp
+
+
+@pytest.fixture(scope="module")
+def camera128():
+    return transform.resize(data.camera().astype(np.float64) / 255, (128, 128), anti_aliasing=True).astype(np.float32)
+
+
+def _translated(img, dr, dc):
+    flow_true = np.zeros((2, *img.shape), np.float32)
+    flow_true[0], flow_true[1] = dr, dc
+    return warp(img, -flow_true), flow_true  # warp(moving, flow_true) == img in the interior
+
+
+def test_registration_methods_are_registered():
+    names = list_methods(role="registration")
+    assert {"identity", "mi-bspline", "voxelmorph"} <= set(names)
+
+
+def test_sitk_transform_to_flow_channel_order():
+    import SimpleITK as sitk
+
+    t = sitk.TranslationTransform(2, (3.0, -1.0))  # (x, y) = (columns, rows)
+    flow = transform_to_flow(t, (6, 5))
+    assert flow.shape == (2, 6, 5)
+    assert np.allclose(flow[0], -1.0) and np.allclose(flow[1], 3.0)
+
+
+def test_mi_bspline_recovers_translation_within_half_pixel(camera128):
+    moving, flow_true = _translated(camera128, 2.5, -3.0)
+    warped, flow = create_method("mi-bspline").register(moving, camera128)
+    inner = (slice(None), slice(20, -20), slice(20, -20))
+    assert np.abs(flow[inner] - flow_true[inner]).max() < 0.5
+    ideal = warp(moving, flow_true)  # same interpolation blur as the recovered warp
+    assert np.abs(warped[20:-20, 20:-20] - ideal[20:-20, 20:-20]).mean() < 0.005
+
+
+def test_mi_bspline_is_repeatable(camera128):
+    # fixed sampling seed: two runs agree to float32 rounding (ITK's threads sum in varying order)
+    moving, _ = _translated(camera128, 1.0, 1.0)
+    a = MIBSpline().register(moving, camera128)[1]
+    b = MIBSpline().register(moving, camera128)[1]
+    np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_voxelmorph_parameter_count_matches_reference_architecture():
+    # 2-D VxmDense, enc [16,32,32,32], dec [32,32,32,32], final [32,16,16], flow head 2 channels
+    assert expected_vxm_parameters() == 109170
+    assert parameter_count(VxmDense()) == 109170
+
+
+@pytest.mark.parametrize("size", [256, 300])
+def test_voxelmorph_shapes(size):
+    net = VxmDense()
+    x = torch.rand(1, 1, size, size)
+    warped, flow = net(x, x)
+    assert warped.shape == (1, 1, size, size) and flow.shape == (1, 2, size, size)
+
+
+def test_untrained_voxelmorph_is_near_identity():
+    # the flow head is initialised N(0, 1e-5): an untrained network barely moves the image
+    x = torch.rand(1, 1, 64, 64)
+    _, flow = VxmDense()(x, torch.rand(1, 1, 64, 64))
+    assert flow.abs().max() < 1e-2
+
+
+def test_gradient_loss_of_linear_field_by_hand():
+    flow = torch.zeros(1, 2, 4, 5)
+    flow[0, 0] = torch.arange(4.0)[:, None] * 2  # row derivative 2 everywhere, column derivative 0
+    # 0.5 * (mean(dy^2) + mean(dx^2)); dy over both channels: channel 0 -> 4, channel 1 -> 0
+    assert float(gradient_loss(flow)) == pytest.approx(0.5 * (2.0 + 0.0))
+
+
+def test_local_ncc_loss_is_minus_one_for_proportional_images():
+    # zero padding keeps a and 3a proportional in every window, borders included
+    rng = np.random.default_rng(0)
+    a = torch.from_numpy(rng.random((1, 1, 24, 24)).astype(np.float32))
+    assert float(local_ncc_loss(a, 3 * a)) == pytest.approx(-1.0, abs=1e-3)
+    assert float(local_ncc_loss(a, torch.from_numpy(rng.random((1, 1, 24, 24)).astype(np.float32)))) > -0.2
