@@ -1,0 +1,395 @@
+"""The folder loader: layouts, formats, volumes, resize, splits, and one clear error per problem."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import imageio.v3 as iio
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import tifffile
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from skimage.transform import resize as sk_resize
+
+from fusionbench.data import Case, ImageError
+from fusionbench.data.folder import SplitError, discover_pairs, folder_files, load_folder
+
+MR_SMALL = Path(pydicom.__file__).parent / "data" / "test_files" / "MR_small.dcm"
+SHAPE = (12, 10)
+
+
+def _u8(seed: int, shape=SHAPE) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.uint8)
+
+
+def _pairs(root: Path, ids, *, pat="pat", mri="mri", shape=SHAPE) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    data = {}
+    for i, case_id in enumerate(ids):
+        p, m = _u8(2 * i, shape), _u8(2 * i + 1, shape)
+        (root / pat).mkdir(parents=True, exist_ok=True)
+        (root / mri).mkdir(parents=True, exist_ok=True)
+        iio.imwrite(root / pat / f"{case_id}.png", p)
+        iio.imwrite(root / mri / f"{case_id}.png", m)
+        data[case_id] = (p, m)
+    return data
+
+
+def _write_csv(path: Path, header, rows) -> None:
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def _dicom(path: Path, arr, *, position=None, series="1.2.826.0.1.3680043.8.498.1", number=1) -> None:
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.SeriesInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID, series
+    arr = np.asarray(arr, np.uint16)
+    if arr.ndim == 3:
+        ds.NumberOfFrames = arr.shape[0]
+    ds.Rows, ds.Columns = arr.shape[-2:]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PixelSpacing = [0.5, 0.25]
+    ds.InstanceNumber = number
+    if position is not None:
+        ds.ImagePositionPatient = [0.0, 0.0, float(position)]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.PixelData = arr.tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+
+
+# --- layout (a): subfolders ----------------------------------------------------------------------
+
+def test_subfolders_matched_by_stem_with_exact_values(tmp_path):
+    data = _pairs(tmp_path, ["b", "a", "c"], pat="PAT", mri="Mri")  # folder names are case-insensitive
+    cases = load_folder(tmp_path)
+    assert [c.id for c in cases] == ["a", "b", "c"]
+    for case in cases:
+        assert isinstance(case, Case)
+        np.testing.assert_array_equal(case.pat, (data[case.id][0] / 255.0).astype(np.float32))
+        np.testing.assert_array_equal(case.mri, (data[case.id][1] / 255.0).astype(np.float32))
+        assert case.meta["split"] == "test" and case.meta["pat_file"].endswith(f"{case.id}.png")
+        assert case.labels_mri is None and case.flow_true is None
+
+
+def test_optional_labels_and_flow_per_case(tmp_path):
+    _pairs(tmp_path, ["a", "b"])
+    labels = np.random.default_rng(5).integers(0, 12, size=SHAPE).astype(np.uint8)
+    flow = np.random.default_rng(6).normal(size=(2, *SHAPE)).astype(np.float32)
+    (tmp_path / "labels_mri").mkdir()
+    (tmp_path / "flow").mkdir()
+    iio.imwrite(tmp_path / "labels_mri" / "a.png", labels)
+    np.save(tmp_path / "flow" / "b.npy", flow)
+    a, b = load_folder(tmp_path)
+    np.testing.assert_array_equal(a.labels_mri, labels)
+    assert np.issubdtype(a.labels_mri.dtype, np.integer) and a.flow_true is None
+    np.testing.assert_array_equal(b.flow_true, flow)
+    assert b.labels_mri is None
+
+
+def test_split_subfolders(tmp_path):
+    _pairs(tmp_path / "train", ["t1", "t2"])
+    _pairs(tmp_path / "test", ["s1"])
+    assert [c.id for c in load_folder(tmp_path, split="train")] == ["t1", "t2"]
+    assert [c.id for c in load_folder(tmp_path, split="test")] == ["s1"]
+    assert {c.id: c.meta["split"] for c in load_folder(tmp_path)} == {"t1": "train", "t2": "train", "s1": "test"}
+    with pytest.raises(SplitError, match=r"no case in split 'val' \(cases per split: train 2, val 0, test 1\)"):
+        load_folder(tmp_path, split="val")
+
+
+def test_no_split_means_everything_is_test_and_train_explains_how_to_add_one(tmp_path):
+    _pairs(tmp_path, ["a", "b"])
+    assert len(load_folder(tmp_path, split="test")) == 2
+    with pytest.raises(SplitError, match=r"no 'train' split.*'split' column.*manifest\.csv"):
+        load_folder(tmp_path, split="train")
+    with pytest.raises(ValueError, match="split must be one of"):
+        load_folder(tmp_path, split="training")
+
+
+# --- layout (b): manifest --------------------------------------------------------------------------
+
+def test_manifest_with_splits_extra_columns_and_relative_paths(tmp_path):
+    data = _pairs(tmp_path / "imgs", ["x", "y", "z"])
+    labels = np.full(SHAPE, 3, np.uint8)
+    iio.imwrite(tmp_path / "lab_y.png", labels)
+    _write_csv(tmp_path / "manifest.csv", ["ID", "pat", "mri", "labels_pat", "split", "animal"], [
+        ["case_x", "imgs/pat/x.png", "imgs/mri/x.png", "", "train", "m1"],
+        ["case_y", "imgs/pat/y.png", str(tmp_path / "imgs/mri/y.png"), "lab_y.png", "Test", "m2"],
+        ["case_z", "imgs/pat/z.png", "imgs/mri/z.png", "", "test", "m2"],
+    ])
+    test = load_folder(tmp_path, split="test")
+    assert [c.id for c in test] == ["case_y", "case_z"]
+    y = test[0]
+    np.testing.assert_array_equal(y.mri, (data["y"][1] / 255.0).astype(np.float32))
+    np.testing.assert_array_equal(y.labels_pat, labels)
+    assert y.meta["animal"] == "m2" and y.meta["split"] == "test"
+    assert [c.id for c in load_folder(tmp_path / "manifest.csv", split="train")] == ["case_x"]
+
+
+def test_manifest_wins_over_subfolders(tmp_path):
+    _pairs(tmp_path, ["a", "b"])
+    _write_csv(tmp_path / "manifest.csv", ["id", "pat", "mri"], [["only_a", "pat/a.png", "mri/a.png"]])
+    assert [c.id for c in load_folder(tmp_path)] == ["only_a"]
+
+
+def test_phantom_writer_layout_loads_back(tmp_path):
+    phantom = pytest.importorskip("fusionbench.data.phantom")
+    cfg = phantom.PhantomConfig.from_params(n=2, size=64, misalign="moderate")
+    original = phantom.load_phantom("test", cfg, cache_dir=tmp_path / "cache", jobs=1)[:2]
+    out = phantom.write_phantom_folder(tmp_path / "ph", n=2, size=64, misalign="moderate",
+                                       cache_dir=tmp_path / "cache", jobs=1)
+    loaded = load_folder(out, split="test")
+    assert [c.id for c in loaded] == sorted(c.id for c in original)
+    for case in loaded:
+        ref = next(c for c in original if c.id == case.id)
+        assert np.abs(case.pat - ref.pat).max() <= 0.5 / 255 + 1e-6  # 8-bit export
+        assert np.abs(case.mri - ref.mri).max() <= 0.5 / 255 + 1e-6
+        np.testing.assert_array_equal(case.labels_mri, ref.labels_mri)
+        np.testing.assert_array_equal(case.labels_pat, ref.labels_pat)
+        np.testing.assert_array_equal(case.flow_true, ref.flow_true)
+
+
+# --- volumes -------------------------------------------------------------------------------------
+
+def test_nifti_volumes_split_along_last_axis_with_one_mapping_per_volume(tmp_path):
+    rng = np.random.default_rng(7)
+    pat = rng.normal(size=(*SHAPE, 4)).astype(np.float32)  # signed, like reconstructed PAT
+    mri = rng.random((*SHAPE, 4)).astype(np.float32) * 900
+    labels = rng.integers(0, 5, size=(*SHAPE, 4)).astype(np.int16)
+    flow = rng.normal(size=(2, *SHAPE, 4)).astype(np.float32)
+    affine = np.diag([0.2, 0.3, 1.0, 1.0])
+    for name, vol in (("pat", pat), ("mri", mri), ("labels_mri", labels)):
+        (tmp_path / name).mkdir()
+        nib.save(nib.Nifti1Image(vol, affine), tmp_path / name / "mouse1.nii.gz")
+    (tmp_path / "flow").mkdir()
+    np.save(tmp_path / "flow" / "mouse1.npy", flow)
+    cases = load_folder(tmp_path)
+    assert [c.id for c in cases] == ["mouse1_z000", "mouse1_z001", "mouse1_z002", "mouse1_z003"]
+    pat_unit = (pat - pat.min()) / (pat.max() - pat.min())
+    for k, case in enumerate(cases):
+        np.testing.assert_allclose(case.pat, pat_unit[..., k], atol=1e-6)
+        np.testing.assert_allclose(case.mri, ((mri - mri.min()) / (mri.max() - mri.min()))[..., k], atol=1e-6)
+        np.testing.assert_array_equal(case.labels_mri, labels[..., k])
+        np.testing.assert_array_equal(case.flow_true, flow[..., k])
+        assert case.meta["slice"] == k and case.meta["pixel_spacing_mm"] == pytest.approx((0.2, 0.3))
+    by_rows = load_folder(tmp_path, slice_axis=0)
+    assert len(by_rows) == SHAPE[0] and by_rows[0].shape == (SHAPE[1], 4)
+    np.testing.assert_array_equal(by_rows[3].labels_mri, labels[3])
+
+
+def test_npy_and_tiff_stacks_split_along_first_axis(tmp_path):
+    pat = np.random.default_rng(8).integers(0, 65536, size=(3, *SHAPE), dtype=np.uint16)
+    mri = np.random.default_rng(9).random((3, *SHAPE)).astype(np.float32)
+    (tmp_path / "pat").mkdir()
+    (tmp_path / "mri").mkdir()
+    tifffile.imwrite(tmp_path / "pat" / "s.tif", pat, photometric="minisblack")
+    np.save(tmp_path / "mri" / "s.npy", mri)
+    cases = load_folder(tmp_path)
+    assert [c.id for c in cases] == ["s_z000", "s_z001", "s_z002"]
+    np.testing.assert_array_equal(cases[2].pat, (pat[2] / 65535.0).astype(np.float32))  # dtype scaling kept
+    unit = (mri - mri.min()) / (mri.max() - mri.min())
+    np.testing.assert_allclose(cases[1].mri, unit[1], atol=1e-6)
+
+
+def test_dicom_file_series_folder_and_multiframe(tmp_path):
+    mr = pydicom.dcmread(MR_SMALL).pixel_array.astype(np.float64)
+    (tmp_path / "mri").mkdir()
+    (tmp_path / "mri" / "single.dcm").write_bytes(MR_SMALL.read_bytes())
+    (tmp_path / "pat").mkdir()
+    iio.imwrite(tmp_path / "pat" / "single.png", _u8(1, (64, 64)))
+    frames = np.arange(3 * 4 * 5, dtype=np.uint16).reshape(3, 4, 5) * 7
+    _dicom(tmp_path / "mri" / "multi.dcm", frames)
+    np.save(tmp_path / "pat" / "multi.npy", np.zeros((3, 4, 5), np.uint8))
+    # series folder: file names in the opposite order of the slice positions
+    for name, pos, value in (("IM1", 2.0, 300), ("IM2", 1.0, 200), ("IM3", 0.0, 100)):
+        _dicom(tmp_path / "mri" / "series" / name, np.full((4, 5), value) + np.arange(5), position=pos)
+    np.save(tmp_path / "pat" / "series.npy", np.zeros((3, 4, 5), np.uint8))
+    cases = {c.id: c for c in load_folder(tmp_path)}
+    assert sorted(cases) == ["multi_z000", "multi_z001", "multi_z002", "series_z000", "series_z001",
+                             "series_z002", "single"]
+    np.testing.assert_allclose(cases["single"].mri, (mr - mr.min()) / (mr.max() - mr.min()), atol=1e-6)
+    assert cases["single"].meta["pixel_spacing_mm"] == (0.3125, 0.3125)
+    np.testing.assert_allclose(cases["multi_z001"].mri, (frames[1] - frames.min()) / (frames.max() - frames.min()),
+                               atol=1e-6)
+    # sorted by position along the slice normal: 100 (z=0), 200, 300; min 100, max 304
+    np.testing.assert_allclose(cases["series_z000"].mri[0], (100 + np.arange(5) - 100) / 204, atol=1e-6)
+    np.testing.assert_allclose(cases["series_z002"].mri[0], (300 + np.arange(5) - 100) / 204, atol=1e-6)
+    assert cases["series_z000"].meta["pixel_spacing_mm"] == (0.5, 0.25)
+    files = folder_files(tmp_path)
+    assert tmp_path / "mri" / "series" / "IM2" in files and tmp_path / "pat" / "single.png" in files
+
+
+# --- resize --------------------------------------------------------------------------------------
+
+def test_resize_images_labels_nearest_and_flows_scaled(tmp_path):
+    data = _pairs(tmp_path, ["a"], shape=(16, 20))
+    labels = np.zeros((16, 20), np.uint8)
+    labels[4:12, 5:15] = 7
+    labels[0, 0] = 3
+    flow = np.stack([np.full((16, 20), 1.0), np.full((16, 20), -2.0)]).astype(np.float32)
+    (tmp_path / "labels_pat").mkdir()
+    (tmp_path / "flow").mkdir()
+    iio.imwrite(tmp_path / "labels_pat" / "a.png", labels)
+    np.save(tmp_path / "flow" / "a.npy", flow)
+    (case,) = load_folder(tmp_path, resize=(8, 10))
+    assert case.shape == (8, 10) and case.meta["resized_from"] == {"pat": (16, 20), "mri": (16, 20)}
+    expected = sk_resize(data["a"][0] / 255.0, (8, 10), order=1, anti_aliasing=True, mode="edge")
+    np.testing.assert_allclose(case.pat, expected, atol=1e-6)
+    assert set(np.unique(case.labels_pat)) <= {0, 3, 7} and case.labels_pat.dtype == np.uint8
+    assert (case.labels_pat == 7).sum() == 4 * 5  # the 8x10 block halves in each direction
+    np.testing.assert_allclose(case.flow_true[0], 0.5)  # half as many pixels, half the displacement
+    np.testing.assert_allclose(case.flow_true[1], -1.0)
+
+
+def test_resize_brings_partners_of_different_size_together(tmp_path):
+    (tmp_path / "pat").mkdir()
+    (tmp_path / "mri").mkdir()
+    iio.imwrite(tmp_path / "pat" / "a.png", _u8(0, (30, 30)))
+    iio.imwrite(tmp_path / "mri" / "a.png", _u8(1, (20, 20)))
+    with pytest.raises(ImageError, match=r"pat/a\.png: PAT slice shape \(30, 30\) differs from MRI .*mri/a\.png "
+                                         r"\(20, 20\) \(pass resize"):
+        load_folder(tmp_path)
+    (case,) = load_folder(tmp_path, resize=20)
+    assert case.pat.shape == case.mri.shape == (20, 20)
+    np.testing.assert_array_equal(case.mri, (_u8(1, (20, 20)) / 255.0).astype(np.float32))
+
+
+# --- errors name the file ------------------------------------------------------------------------
+
+def test_missing_partner_in_either_direction(tmp_path):
+    _pairs(tmp_path, ["a"])
+    iio.imwrite(tmp_path / "mri" / "foo.png", _u8(3))
+    with pytest.raises(ImageError, match=r"mri/foo\.png has no PAT partner \(expected pat/foo\.<ext>\)"):
+        load_folder(tmp_path)
+    (tmp_path / "mri" / "foo.png").unlink()
+    iio.imwrite(tmp_path / "pat" / "bar.png", _u8(3))
+    iio.imwrite(tmp_path / "pat" / "baz.png", _u8(3))
+    with pytest.raises(ImageError, match=r"pat/bar\.png has no MRI partner .*\(and 1 more unmatched in pat/\)"):
+        load_folder(tmp_path)
+
+
+def test_unreadable_file_is_named(tmp_path):
+    _pairs(tmp_path, ["a"])
+    (tmp_path / "mri" / "a.png").write_bytes(b"garbage")
+    with pytest.raises(ImageError, match=r"mri/a\.png: unreadable file"):
+        load_folder(tmp_path)
+
+
+def test_nan_is_named(tmp_path):
+    _pairs(tmp_path, ["a"])
+    (tmp_path / "pat" / "a.png").unlink()
+    bad = np.ones(SHAPE)
+    bad[1, 1] = np.nan
+    np.save(tmp_path / "pat" / "a.npy", bad)
+    with pytest.raises(ImageError, match=r"pat/a\.npy: 1 NaN/Inf"):
+        load_folder(tmp_path)
+
+
+def test_colour_is_named_and_to_gray_converts(tmp_path):
+    _pairs(tmp_path, ["a"])
+    rgb = np.stack([_u8(0), _u8(1), _u8(2)], axis=-1)
+    iio.imwrite(tmp_path / "pat" / "a.png", rgb)
+    with pytest.raises(ImageError, match=r"pat/a\.png: colour image"):
+        load_folder(tmp_path)
+    (case,) = load_folder(tmp_path, to_gray=True)
+    luma = np.round(rgb.astype(np.float64) @ [0.299, 0.587, 0.114]) / 255
+    np.testing.assert_allclose(case.pat, luma, atol=1e-6)
+
+
+def test_empty_and_unrecognised_folders(tmp_path):
+    with pytest.raises(ImageError, match=r"missing: dataset folder not found"):
+        load_folder(tmp_path / "missing")
+    with pytest.raises(ImageError, match=r"no pat/ and mri/ folders, no manifest\.csv"):
+        load_folder(tmp_path)
+    (tmp_path / "pat").mkdir()
+    with pytest.raises(ImageError, match=r"has a pat/ folder but no mri/ folder"):
+        load_folder(tmp_path)
+    (tmp_path / "mri").mkdir()
+    (tmp_path / "pat" / "notes.txt").write_text("x")
+    with pytest.raises(ImageError, match=r"pat: no image files"):
+        load_folder(tmp_path)
+
+
+def test_two_files_for_one_case(tmp_path):
+    _pairs(tmp_path, ["a"])
+    np.save(tmp_path / "pat" / "a.npy", np.zeros(SHAPE))
+    with pytest.raises(ImageError, match=r"two files for case 'a' \(a\.npy and a\.png\)"):
+        load_folder(tmp_path)
+
+
+def test_bad_labels_and_flows_are_named(tmp_path):
+    _pairs(tmp_path, ["a"])
+    (tmp_path / "labels_mri").mkdir()
+    iio.imwrite(tmp_path / "labels_mri" / "a.png", np.zeros((5, 5), np.uint8))
+    with pytest.raises(ImageError, match=r"labels_mri/a\.png: label map shape \(5, 5\) differs"):
+        load_folder(tmp_path)
+    (tmp_path / "labels_mri" / "a.png").unlink()
+    np.save(tmp_path / "labels_mri" / "a.npy", np.full(SHAPE, 1.5))
+    with pytest.raises(ImageError, match=r"labels_mri/a\.npy: label map must hold integer ids"):
+        load_folder(tmp_path)
+    (tmp_path / "labels_mri" / "a.npy").unlink()
+    iio.imwrite(tmp_path / "labels_mri" / "a.png", np.stack([_u8(0), _u8(1), _u8(2)], axis=-1))
+    with pytest.raises(ImageError, match=r"labels_mri/a\.png: colour label map"):
+        load_folder(tmp_path, to_gray=True)
+    (tmp_path / "labels_mri" / "a.png").unlink()
+    iio.imwrite(tmp_path / "labels_mri" / "orphan.png", _u8(0))
+    with pytest.raises(ImageError, match=r"labels_mri/orphan\.png has no PAT/MRI pair"):
+        load_folder(tmp_path)
+    (tmp_path / "labels_mri" / "orphan.png").unlink()
+    (tmp_path / "flow").mkdir()
+    np.save(tmp_path / "flow" / "a.npy", np.zeros((2, 3, 3)))
+    with pytest.raises(ImageError, match=r"flow/a\.npy: flow shape \(2, 3, 3\), expected \(2, 12, 10\)"):
+        load_folder(tmp_path)
+    np.save(tmp_path / "flow" / "a.npy", np.full((2, *SHAPE), np.inf))
+    with pytest.raises(ImageError, match=r"flow/a\.npy: NaN/Inf in flow"):
+        load_folder(tmp_path)
+
+
+def test_volume_against_image_and_slice_count_mismatch(tmp_path):
+    (tmp_path / "pat").mkdir()
+    (tmp_path / "mri").mkdir()
+    np.save(tmp_path / "pat" / "v.npy", np.zeros((3, *SHAPE), np.uint8))
+    iio.imwrite(tmp_path / "mri" / "v.png", _u8(0))
+    with pytest.raises(ImageError, match=r"pat/v\.npy: PAT has shape \(3, 12, 10\) but its MRI partner"):
+        load_folder(tmp_path)
+    (tmp_path / "mri" / "v.png").unlink()
+    np.save(tmp_path / "mri" / "v.npy", np.zeros((2, *SHAPE), np.uint8))
+    with pytest.raises(ImageError, match=r"pat/v\.npy: 3 slices but its MRI partner .*mri/v\.npy has 2"):
+        load_folder(tmp_path)
+
+
+@pytest.mark.parametrize("header,rows,message", [
+    (["id", "pat"], [["a", "pat/a.png"]], r"manifest\.csv: missing column 'mri'"),
+    (["id", "pat", "mri", "lables_mri"], [["a", "pat/a.png", "mri/a.png", ""]],
+     r"unknown column 'lables_mri' \(did you mean 'labels_mri'\?\)"),
+    (["id", "pat", "mri", "split"], [["a", "pat/a.png", "mri/a.png", "training"]],
+     r"manifest\.csv line 2 \(id a\): split 'training' is not one of train, val, test"),
+    (["id", "pat", "mri"], [["a", "pat/a.png", "mri/nope.png"]], r"mri/nope\.png: mri file of manifest"),
+    (["id", "pat", "mri"], [["a", "pat/a.png", "mri/a.png"], ["a", "pat/a.png", "mri/a.png"]],
+     r"line 3: duplicate id 'a'"),
+    (["id", "pat", "mri"], [["a", "pat/a.png"]], r"line 2: 2 fields, header has 3"),
+    (["id", "pat", "mri"], [], r"manifest has a header but no rows"),
+    (["id", "pat", "mri", "flow"], [["a", "pat/a.png", "mri/a.png", "pat/a.png"]], r"flows must be \.npy"),
+])
+def test_bad_manifest(tmp_path, header, rows, message):
+    _pairs(tmp_path, ["a"])
+    _write_csv(tmp_path / "manifest.csv", header, rows)
+    with pytest.raises(ImageError, match=message):
+        load_folder(tmp_path)
+
+
+def test_discovery_reads_no_pixels(tmp_path):
+    _pairs(tmp_path, ["a"])
+    (tmp_path / "mri" / "a.png").write_bytes(b"garbage")  # only loading notices
+    (entry,) = discover_pairs(tmp_path)
+    assert entry.id == "a" and set(entry.files) == {"pat", "mri"} and entry.split is None
