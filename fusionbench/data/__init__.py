@@ -71,5 +71,10 @@ class Case:
         return self.mri.shape
 
 
-__all__ = ["Case", "ORGANS", "ORGAN_IDS", "ImageError", "as_image", "check_same_shape", "read_image",
+# Imported last: these modules import Case from this package.
+from .datasets import dataset_fingerprint, load_dataset, parse_dataset_spec  # noqa: E402
+from .folder import SplitError, load_folder  # noqa: E402
+
+__all__ = ["Case", "ORGANS", "ORGAN_IDS", "ImageError", "SplitError", "as_image", "check_same_shape",
+           "dataset_fingerprint", "load_dataset", "load_folder", "parse_dataset_spec", "read_image",
            "write_image"]
