@@ -1,0 +1,231 @@
+"""The ``fusionbench`` command line (DESIGN §6).
+
+Errors in what the user passed (unknown method, unreadable image, incompatible ``--resume``) print
+one line and exit with status 2; ``run`` exits with 1 only when every fusion method failed.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Registration and fusion benchmark for unaligned PAT/MRI images.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+class _RichProgress:
+    """One progress bar per method, coloured by its state."""
+
+    def __init__(self, progress):
+        self._progress = progress
+        self._tasks: dict[str, int] = {}
+        self._failed: dict[str, int] = {}
+
+    def add(self, key: str, total: int, done: int = 0) -> None:
+        self._failed[key] = 0
+        self._tasks[key] = self._progress.add_task(key, total=total, completed=done, status="")
+
+    def advance(self, key: str, ok: bool) -> None:
+        if not ok:
+            self._failed[key] += 1
+        failed = self._failed[key]
+        self._progress.update(self._tasks[key], advance=1,
+                              status=f"[red]{failed} failed[/]" if failed else "[green]ok[/]")
+
+    def note(self, text: str) -> None:
+        self._progress.console.print(text, highlight=False)
+
+
+@app.command("run")
+def run_cmd(
+    methods: str = typer.Option("all", "--methods", "-m",
+                                help="all | classic | deep | a kind | NAME,... | shell pattern"),
+    dataset: str = typer.Option("phantom", "--dataset", "-d", help="phantom[:n=..,size=..] | folder:PATH"),
+    out: Path = typer.Option(..., "--out", "-o", help="run folder"),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="local worker processes (default: cores)"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler",
+                                            help="Dask scheduler address tcp://HOST:8786, or local[:N]"),
+    resume: bool = typer.Option(False, "--resume", help="continue a run in OUT, skipping finished cases"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="only the first N test cases"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    registration: Optional[str] = typer.Option(None, "--registration",
+                                               help="registration for methods needing aligned input "
+                                                    "(default p2m+vm if installed, else identity)"),
+    convention: str = typer.Option("paper", "--convention", help="fusion-metric convention"),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="fusion metrics NAME,... (default all)"),
+    report: bool = typer.Option(True, "--report/--no-report", help="build tables and figures afterwards"),
+) -> None:
+    """Register, fuse and score every selected method on a dataset's test split."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .methods import resolve_methods
+    from .runner import RunConfig, RunError, run
+
+    try:
+        names = resolve_methods(methods)
+    except KeyError as exc:
+        _fail(str(exc.args[0]))
+    config = RunConfig(methods=names, out=out, dataset=dataset, registration=registration, jobs=jobs,
+                       scheduler=scheduler, resume=resume, limit=limit, device=device,
+                       convention=convention,
+                       metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else None)
+    columns = [TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("{task.fields[status]}")]
+    try:
+        with Progress(*columns, console=console, transient=False) as bars:
+            summary = run(config, progress=_RichProgress(bars))
+    except RunError as exc:
+        _fail(str(exc))
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:  # dataset and scheduler errors
+        _fail(f"{type(exc).__name__}: {exc}")
+
+    table = Table(title=f"fusionbench run: {summary.out} ({summary.executor}, {summary.seconds:.1f} s)")
+    for col in ("method", "role", "state", "ok", "failed", "resumed", "s/case"):
+        table.add_column(col, no_wrap=True)
+    for st in summary.methods.values():
+        colour = {"ok": "green", "partial": "yellow", "failed": "red"}[st.state]
+        per_case = f"{st.seconds / st.ok:.3f}" if st.ok else "–"
+        table.add_row(st.name, st.role, f"[{colour}]{st.state}[/]", str(st.ok), str(st.failed),
+                      str(st.skipped), per_case)
+    console.print(table)
+    for st in summary.methods.values():
+        for error in st.errors[:3]:
+            console.print(f"[red]{st.name}[/]: {error}", highlight=False, soft_wrap=True)
+    if any(st.errors for st in summary.methods.values()):
+        console.print(f"details: {summary.out / 'failures.csv'} and the case files under "
+                      f"{summary.out / 'cases'}", highlight=False, soft_wrap=True)
+    if report:
+        from .report import build_report
+
+        written = build_report(summary.out)
+        console.print(f"report: {summary.out / 'report'} ({sum(len(v) for v in written.values())} files)")
+    if summary.all_failed:
+        raise typer.Exit(1)
+
+
+@app.command("list")
+def list_cmd(kind: Optional[str] = typer.Option(None, "--kind", help="only this kind")) -> None:
+    """List the registered methods."""
+    from .methods import get_method_info, list_methods
+
+    table = Table(title="fusionbench methods")
+    for col in ("name", "kind", "role", "aligned input", "trainable"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("reference", overflow="fold")
+    for name in list_methods(kind=kind):
+        info = get_method_info(name)
+        table.add_row(name, info.kind, info.role,
+                      "–" if info.role == "registration" else ("yes" if info.needs_alignment else "no (joint)"),
+                      "yes" if info.trainable else "no", info.reference)
+    console.print(table)
+
+
+@app.command("report")
+def report_cmd(run_dir: Path = typer.Argument(..., help="a run folder")) -> None:
+    """Rebuild the tables and figures of a run from its results."""
+    from .report import build_report
+
+    try:
+        written = build_report(run_dir)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    for kind, paths in written.items():
+        console.print(f"{kind:>13}: " + ", ".join(str(p) for p in paths), highlight=False)
+    md = run_dir / "report" / "fusion.md"
+    if md.exists():
+        console.print(md.read_text(), highlight=False)
+
+
+@app.command("fit")
+def fit_cmd(method: str = typer.Argument(...), dataset: str = typer.Option("phantom", "--dataset", "-d"),
+            device: str = typer.Option("auto", "--device"),
+            cache_dir: Optional[Path] = typer.Option(None, "--cache-dir",
+                                                     help="default $FUSIONBENCH_CACHE or ./.fit-cache")) -> None:
+    """Train one method on a dataset's train split and cache it for later runs."""
+    import os
+
+    from .methods import get_method_info
+    from .runner import RunError, fit_method, resolve_device
+
+    try:
+        info = get_method_info(method)
+        dev = resolve_device(device)
+    except (KeyError, RunError) as exc:
+        _fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
+    if not info.trainable:
+        console.print(f"{method} is not trainable; nothing to fit")
+        return
+    cache = cache_dir or Path(os.environ.get("FUSIONBENCH_CACHE", ".fit-cache"))
+    try:
+        fit_method(info.name, dataset, cache_dir=cache, device=dev, log=console.print)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(f"{type(exc).__name__}: {exc}")
+    console.print(f"fitted {method}; cached under {cache}")
+
+
+@app.command("phantom")
+def phantom_cmd(out: Path = typer.Option(..., "--out", "-o"), n: int = typer.Option(64, "--n"),
+                size: int = typer.Option(256, "--size"), misalign: str = typer.Option("moderate", "--misalign"),
+                seed: int = typer.Option(0, "--seed"), split: str = typer.Option("test", "--split")) -> None:
+    """Write the built-in phantom data set to a folder (usable as --dataset folder:OUT)."""
+    from .data.phantom import write_phantom_folder
+
+    try:
+        path = write_phantom_folder(out, n=n, size=size, misalign=misalign, seed=seed, split=split)
+    except ValueError as exc:
+        _fail(str(exc))
+    console.print(f"wrote {n} phantom cases to {path}")
+
+
+@app.command("score")
+def score_cmd(pat: Path = typer.Option(..., "--pat"), mri: Path = typer.Option(..., "--mri"),
+              fused: Path = typer.Option(..., "--fused"), as_json: bool = typer.Option(False, "--json"),
+              convention: str = typer.Option("paper", "--convention"),
+              flow_true: Optional[Path] = typer.Option(None, "--flow-true", help="(2, H, W) .npy, pixels"),
+              labels_pat: Optional[Path] = typer.Option(None, "--labels-pat"),
+              labels_mri: Optional[Path] = typer.Option(None, "--labels-mri")) -> None:
+    """Score one PAT/MRI/fused triplet of image files with every metric."""
+    import numpy as np
+
+    from .data.io import ImageError, read_image
+    from .scoring import score_triplet
+
+    try:
+        images = [read_image(p) for p in (pat, mri, fused)]
+        flow = None
+        if flow_true is not None:
+            flow = np.asarray(read_image(flow_true, raw=True), dtype=np.float32)
+        labels = [None if p is None else read_image(p, raw=True) for p in (labels_pat, labels_mri)]
+        scores = score_triplet(*images, convention=convention, flow_true=flow, labels_pat=labels[0],
+                               labels_mri=labels[1])
+    except (ImageError, ValueError) as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(scores, indent=2))
+        return
+    for group, values in scores.items():
+        table = Table(title=f"{group} metrics")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for k, v in values.items():
+            table.add_row(k, f"{v:.6g}")
+        console.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""The command line, driven in-process with typer's runner."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from fusionbench.cli import app
+from fusionbench.data.io import write_image
+from fusionbench.methods import _REGISTRY, FusionMethod, register_method
+from fusionbench.scoring import score_triplet
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def triplet(tmp_path):
+    rng = np.random.default_rng(1)
+    pat, mri = rng.random((32, 32)).astype(np.float32), rng.random((32, 32)).astype(np.float32)
+    paths = {}
+    for name, img in (("pat", pat), ("mri", mri), ("fused", np.maximum(pat, mri))):
+        paths[name] = tmp_path / f"{name}.png"
+        write_image(paths[name], img)
+    return paths
+
+
+def test_list_shows_methods_with_roles():
+    result = runner.invoke(app, ["list"])
+    assert result.exit_code == 0, result.output
+    assert "average" in result.output and "identity" in result.output and "registration" in result.output
+
+
+def test_score_json_matches_the_library(triplet):
+    result = runner.invoke(app, ["score", "--pat", str(triplet["pat"]), "--mri", str(triplet["mri"]),
+                                 "--fused", str(triplet["fused"]), "--json"])
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.output)
+    from fusionbench.data.io import read_image
+
+    expected = score_triplet(*(read_image(triplet[k]) for k in ("pat", "mri", "fused")))
+    assert scores.keys() == expected.keys()
+    assert scores["fusion"] == pytest.approx(expected["fusion"])
+    assert set(scores["registration"]) == {"MI", "NMI", "NCC"}
+
+
+def test_score_bad_input_is_one_clear_line(triplet, tmp_path):
+    result = runner.invoke(app, ["score", "--pat", str(tmp_path / "missing.png"), "--mri", str(triplet["mri"]),
+                                 "--fused", str(triplet["fused"])])
+    assert result.exit_code == 2
+    assert "missing.png: file not found" in result.output and "Traceback" not in result.output
+    write_image(tmp_path / "small.png", np.zeros((8, 8), np.float32))
+    result = runner.invoke(app, ["score", "--pat", str(tmp_path / "small.png"), "--mri", str(triplet["mri"]),
+                                 "--fused", str(triplet["fused"])])
+    assert result.exit_code == 2 and "shape mismatch" in result.output
+
+
+def test_run_errors_and_exit_codes(tmp_path, monkeypatch):
+    monkeypatch.setenv("FUSIONBENCH_CACHE", str(tmp_path / "cache"))
+    result = runner.invoke(app, ["run", "--methods", "nope", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "unknown method 'nope'" in result.output
+    result = runner.invoke(app, ["report", str(tmp_path / "not_a_run")])
+    assert result.exit_code == 2 and "no such run folder" in result.output
+
+    before = dict(_REGISTRY)
+
+    @register_method("always_fails", kind="traditional")
+    class AlwaysFails(FusionMethod):
+        def fuse(self, pat, mri):
+            raise ValueError("no luck")
+
+    try:
+        args = ["run", "--dataset", "phantom:n=4,size=64", "--registration", "identity", "--jobs", "1",
+                "--metrics", "SF,EN", "--limit", "2"]
+        failed = runner.invoke(app, args + ["--methods", "always_fails", "--out", str(tmp_path / "f")])
+        assert failed.exit_code == 1, failed.output
+        assert "ValueError: no luck" in failed.output
+        mixed = runner.invoke(app, args + ["--methods", "always_fails,average", "--out", str(tmp_path / "m")])
+        assert mixed.exit_code == 0, mixed.output
+        assert (tmp_path / "m" / "report" / "fusion.md").exists()
+        report = runner.invoke(app, ["report", str(tmp_path / "m")])
+        assert report.exit_code == 0 and "| average |" in report.output
+    finally:
+        _REGISTRY.clear()
+        _REGISTRY.update(before)

@@ -1,0 +1,206 @@
+"""The harness: end to end on a tiny phantom set, failures, resume (also after SIGKILL), executors."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fusionbench.data.datasets import load_dataset
+from fusionbench.data.io import read_image
+from fusionbench.methods import _REGISTRY, FusionMethod, register_method
+from fusionbench.metrics.fusion import fusion_suite
+from fusionbench.metrics.registration import endpoint_error
+from fusionbench.report import build_report
+from fusionbench.results import load_failures, load_results
+from fusionbench.runner import RunConfig, RunError, run
+
+SPEC = "phantom:n=4,size=64"
+# FMI_w dominates the scoring time at this size; every other metric keeps the tests fast.
+FAST_METRICS = ["MI", "VIF", "Qabf", "SF", "SSIM", "FMI_pixel", "EN", "PSNR"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def phantom_cache(tmp_path_factory):
+    """A private phantom/fit cache for this module, filled once."""
+    cache = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("FUSIONBENCH_CACHE")
+    os.environ["FUSIONBENCH_CACHE"] = str(cache)
+    load_dataset(SPEC, "test", jobs=1)
+    yield cache
+    if old is None:
+        os.environ.pop("FUSIONBENCH_CACHE", None)
+    else:
+        os.environ["FUSIONBENCH_CACHE"] = old
+
+
+@pytest.fixture
+def scratch_methods():
+    """Methods registered by a test are removed afterwards."""
+    before = dict(_REGISTRY)
+    yield
+    _REGISTRY.clear()
+    _REGISTRY.update(before)
+
+
+def _config(out, **kw):
+    base = dict(methods=["average", "maximum"], out=out, dataset=SPEC, registration="identity", jobs=1,
+                metrics=FAST_METRICS)
+    return RunConfig(**{**base, **kw})
+
+
+def _values(run_dir) -> pd.DataFrame:
+    """The results without timing, which is the only thing allowed to differ between runs."""
+    df = load_results(run_dir)
+    return df[df["group"] != "time"].drop(columns="seconds").reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "reference"
+    summary = run(_config(out))
+    build_report(out)
+    return out, summary
+
+
+def test_end_to_end_outputs_and_values(reference_run):
+    out, summary = reference_run
+    cases = load_dataset(SPEC, "test")
+    assert [c.id for c in cases] == json.loads((out / "run.json").read_text())["cases"]
+    assert {m: (s.ok, s.failed) for m, s in summary.methods.items()} == {
+        "identity": (4, 0), "average": (4, 0), "maximum": (4, 0)}
+    df = load_results(out)
+    fusion = df[df["group"] == "fusion"]
+    assert len(fusion) == 2 * 4 * len(FAST_METRICS)
+    # One row per (method, case, group, metric): no duplicate, no half row.
+    assert not df.duplicated(["method", "case", "group", "metric"]).any()
+    case = cases[1]
+    # The identity registration leaves PAT as it is, so the fused image is the mean of the inputs
+    # (8-bit PNG: within half a grey level) and the metrics are those of fusion_suite on the inputs.
+    fused_png = read_image(out / "fused" / "average" / f"{case.id}.png")
+    np.testing.assert_allclose(fused_png, 0.5 * (case.pat + case.mri), atol=0.5 / 255 + 1e-6)
+    expected = fusion_suite(case.pat, case.mri, 0.5 * (case.pat + case.mri), metrics=FAST_METRICS)
+    got = fusion.query("method == 'average' and case == @case.id").set_index("metric")["value"]
+    for name, value in expected.items():
+        assert got[name] == pytest.approx(value, rel=1e-9, abs=1e-12)
+    flow = np.load(out / "flows" / "identity" / f"{case.id}.npy")
+    assert flow.shape == (2, *case.shape) and not flow.any()
+    reg = df.query("method == 'identity' and case == @case.id and group == 'registration'")
+    reg = reg.set_index("metric")["value"]
+    epe = endpoint_error(np.zeros_like(case.flow_true), case.flow_true, mask=case.labels_mri > 0)
+    assert reg["EPE_mean"] == pytest.approx(epe["mean"], rel=1e-9)
+    assert reg["EPE_mean"] > 0.1  # the phantom is misaligned
+    times = df[df["group"] == "time"]
+    assert set(times["metric"]) == {"registration", "fusion", "scoring"}
+    assert (times["value"] >= 0).all()
+    # The report: both tables, the figure, Markdown with bold best cells.
+    for name in ("fusion.csv", "fusion.tex", "fusion.md", "registration.md", "runtime.md",
+                 "significance.csv", "fused_grid.png", "README.md"):
+        assert (out / "report" / name).stat().st_size > 0, name
+    table = pd.read_csv(out / "report" / "fusion.csv", index_col="method")
+    means = fusion.pivot_table(index="method", columns="metric", values="value")
+    assert table.loc["maximum", "SF_mean"] == pytest.approx(means.loc["maximum", "SF"], rel=1e-9)
+    assert table.loc["average", "MI_n"] == 4
+
+
+def test_resume_recomputes_only_missing_cases(reference_run, tmp_path):
+    import shutil
+
+    ref, _ = reference_run
+    out = tmp_path / "run"
+    shutil.copytree(ref, out)
+    removed = sorted((out / "cases" / "maximum").glob("*.json"))[2]
+    removed.unlink()
+    kept = out / "cases" / "average" / removed.name
+    stamp = kept.stat().st_mtime_ns
+    with pytest.raises(RunError, match="--resume"):
+        run(_config(out))
+    summary = run(_config(out, resume=True))
+    assert (summary.methods["maximum"].ok, summary.methods["maximum"].skipped) == (1, 3)
+    assert summary.methods["average"].ok == 0 and summary.methods["average"].skipped == 4
+    assert kept.stat().st_mtime_ns == stamp
+    pd.testing.assert_frame_equal(_values(out), _values(ref))
+    with pytest.raises(RunError, match="dataset_fingerprint"):
+        run(_config(out, resume=True, dataset="phantom:n=4,size=64,misalign=severe"))
+
+
+def test_failing_method_is_isolated(tmp_path, scratch_methods):
+    @register_method("explodes", kind="traditional")
+    class Explodes(FusionMethod):
+        def fuse(self, pat, mri):
+            raise RuntimeError("kaboom")
+
+    @register_method("bad_output", kind="traditional")
+    class BadOutput(FusionMethod):
+        def fuse(self, pat, mri):  # a wrong shape on the first case only (--jobs 1: one instance)
+            self.calls = getattr(self, "calls", 0) + 1
+            return pat[:-1] if self.calls == 1 else pat
+
+    summary = run(_config(tmp_path / "run", methods=["average", "explodes", "bad_output"]))
+    assert summary.methods["explodes"].state == "failed"
+    assert summary.methods["explodes"].errors == ["RuntimeError: kaboom"]
+    assert (summary.methods["bad_output"].ok, summary.methods["bad_output"].failed) == (3, 1)
+    assert "shape mismatch" in summary.methods["bad_output"].errors[0]
+    assert summary.methods["average"].state == "ok" and not summary.all_failed
+    failures = load_failures(tmp_path / "run")
+    assert sorted(failures["method"].value_counts().items()) == [("bad_output", 1), ("explodes", 4)]
+    assert set(load_results(tmp_path / "run").query("group == 'fusion'")["method"]) == {"average", "bad_output"}
+    only_failures = run(_config(tmp_path / "run2", methods=["explodes"]))
+    assert only_failures.all_failed
+
+
+def test_unknown_options_raise_before_any_work(tmp_path):
+    with pytest.raises(RunError, match="unknown method"):
+        run(_config(tmp_path / "a", methods=["no_such_method"]))
+    with pytest.raises(RunError, match="not a registration"):
+        run(_config(tmp_path / "b", registration="average"))
+    with pytest.raises(RunError, match="unknown fusion metric"):
+        run(_config(tmp_path / "c", metrics=["MI", "sharpness"]))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "c" / "cases").exists()
+
+
+def test_process_pool_and_dask_give_identical_results(reference_run, tmp_path):
+    ref, _ = reference_run
+    run(_config(tmp_path / "jobs2", jobs=2))
+    pd.testing.assert_frame_equal(_values(tmp_path / "jobs2"), _values(ref))
+    pytest.importorskip("distributed")
+    summary = run(_config(tmp_path / "dask", scheduler="local:2"))
+    assert summary.executor.startswith("dask")
+    pd.testing.assert_frame_equal(_values(tmp_path / "dask"), _values(ref))
+
+
+def test_resume_after_sigkill_gives_the_same_tables(reference_run, tmp_path):
+    ref, _ = reference_run
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "fusionbench.cli", "run", "--methods", "average,maximum",
+           "--dataset", SPEC, "--out", str(out), "--registration", "identity", "--jobs", "1",
+           "--metrics", ",".join(FAST_METRICS)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd + ["--no-report"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(list((out / "cases" / "average").glob("*.json"))) >= 1:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be killed; make it longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = list((out / "cases").glob("*/*.json"))
+    assert 0 < len(done) < 12
+    for path in done:  # every case file that exists is complete
+        assert json.loads(path.read_text())["status"] == "ok"
+    result = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    pd.testing.assert_frame_equal(_values(out), _values(ref))
+    build_report(ref)
+    for table in ("fusion.csv", "registration.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(out / "report" / table), pd.read_csv(ref / "report" / table))
