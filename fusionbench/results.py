@@ -93,19 +93,15 @@ def run_info(run_dir: str | Path) -> dict:
 
 
 def higher_is_better(metric: str, group: str = "fusion") -> bool:
-    """Direction of ``metric``: from ``fusionbench.metrics.METRICS`` when it lists the name.
+    """Direction of ``metric`` in ``group``: from ``fusionbench.metrics.METRICS`` when it lists it.
 
     Otherwise endpoint errors and folding are lower-is-better and everything else higher-is-better.
     """
-    try:
-        from .metrics import METRICS  # the lead's table; optional
-    except ImportError:
-        METRICS = {}
-    spec = METRICS.get(metric) if isinstance(METRICS, dict) else None
-    if spec is not None and hasattr(spec, "higher_is_better"):
-        spec_group = getattr(spec, "group", group)
-        if spec_group == group or group not in ("fusion", "registration"):
-            return bool(spec.higher_is_better)
+    from .metrics import METRICS
+
+    spec = METRICS.get(f"{group}.{metric}")
+    if spec is not None:
+        return spec.higher_is_better
     return (group, metric) not in _LOWER_IS_BETTER
 
 

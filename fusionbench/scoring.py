@@ -73,19 +73,16 @@ def fusion_columns(convention: str = "paper", metrics: Sequence[str] | None = No
 
     Raises ``ValueError`` naming an unknown metric.
     """
-    from .metrics import fusion as fusion_module
+    from .metrics.fusion import SUITE_COLUMNS, suite_columns
 
-    columns = tuple(getattr(fusion_module, "SUITE_COLUMNS", FUSION_METRICS))
     if metrics:
-        by_lower = {c.lower(): c for c in columns}
+        by_lower = {c.lower(): c for c in SUITE_COLUMNS}
         unknown = [m for m in metrics if m.lower() not in by_lower]
         if unknown:
             raise ValueError(f"unknown fusion metric(s) {', '.join(unknown)}; expected some of "
-                             f"{', '.join(columns)}")
+                             f"{', '.join(SUITE_COLUMNS)}")
         return [by_lower[m.lower()] for m in metrics]
-    # Conventions that do not define some columns (e.g. ``vifb`` has no FMI) list them there.
-    missing = getattr(fusion_module, "_MISSING", {}).get(convention, {})
-    return [c for c in columns if c not in missing]
+    return list(suite_columns(convention))
 
 
 def _timed(fn, *args, **kwargs) -> tuple[Any, float]:
