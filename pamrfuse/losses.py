@@ -1,0 +1,250 @@
+"""PAMRFuse+ losses (Zhong et al. 2024, §2.6; spec §2.3, §3.6, §4.8, §5).
+
+Conventions: images (B, 1, H, W) in [0, 1]; every loss returns a scalar tensor (mean reduction).
+VGG features come from :func:`fusionbench.nn.vgg.vgg16_features` (ImageNet VGG-16; VGG-19 is not
+obtainable offline, so the taps relu1_1..relu5_1 are VGG-16's slice ends [2, 7, 12, 19, 26],
+spec §8). Where paper and released code disagree the paper's form is the default (spec §6-7).
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fusionbench.nn.layers import warp_torch
+
+__all__ = [
+    "VGG16_TAP_ENDS", "PST_WEIGHTS", "VGGTaps", "load_vgg", "gram", "cycle_loss", "lsgan_loss",
+    "smoothness_loss", "registration_loss", "ssim", "ssim_map", "reconstruction_loss", "cc", "decomposition_loss",
+    "sobel_magnitude", "intensity_loss", "gradient_max_loss",
+]
+
+#: relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 as slice ends of torchvision's ``vgg16().features``.
+VGG16_TAP_ENDS = (2, 7, 12, 19, 26)
+#: omega_j of the paper's Eq. 11-12 for the five taps.
+PST_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1.0, 1.0)
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+_VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
+
+
+def _vgg16_layout(width_div: int = 1) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    cin = 3
+    for v in _VGG16_CFG:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            layers += [nn.Conv2d(cin, v // width_div, 3, padding=1), nn.ReLU(inplace=False)]
+            cin = v // width_div
+    return nn.Sequential(*layers)
+
+
+def load_vgg(source: str = "auto", seed: int = 0) -> tuple[nn.Sequential, str]:
+    """VGG-16 ``features`` (frozen, eval) and a provenance string.
+
+    ``source``: ``"auto"``, ``"imagenet"``, ``"random"`` go to the shared loader
+    :func:`fusionbench.nn.vgg.vgg16_features`. ``"tiny-random"`` is a VGG-16 layout with 1/8 of the
+    channels and seeded random weights, for CI (spec §8: "a tiny random VGG so CI never needs the
+    59 MB file"); its losses are not meaningful for training.
+    """
+    if source == "tiny-random":
+        gen_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        net = _vgg16_layout(8)
+        torch.random.set_rng_state(gen_state)
+        desc = f"tiny-random-vgg16/8 (seed {seed})"
+    else:
+        try:
+            from fusionbench.nn.vgg import vgg16_features
+        except ImportError:  # the shared loader is not there: keep working, say so
+            if source == "imagenet":
+                raise
+            warnings.warn("fusionbench.nn.vgg is not available; using a random-weight VGG-16", RuntimeWarning,
+                          stacklevel=2)
+            gen_state = torch.random.get_rng_state()
+            torch.manual_seed(seed)
+            net = _vgg16_layout(1)
+            torch.random.set_rng_state(gen_state)
+            desc = f"random-vgg16 (seed {seed}, local fallback)"
+        else:
+            net, desc = vgg16_features(source, seed=seed)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net.eval(), desc
+
+
+class VGGTaps(nn.Module):
+    """Frozen VGG feature taps of a gray [0, 1] image (repeated to 3 channels).
+
+    ``imagenet_norm=True`` maps [0, 1] to ImageNet mean/std first (spec §7 item 28; the released
+    code feeds the raw image).
+    """
+
+    def __init__(self, features: nn.Sequential, ends: Sequence[int] = VGG16_TAP_ENDS, imagenet_norm: bool = True):
+        super().__init__()
+        starts = (0, *ends[:-1])
+        self.stages = nn.ModuleList(nn.Sequential(*list(features)[a:b]) for a, b in zip(starts, ends))
+        self.imagenet_norm = imagenet_norm
+        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def train(self, mode: bool = True):  # always eval: frozen feature extractor
+        return super().train(False)
+
+    def forward(self, x01: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
+        x = x01.expand(-1, 3, -1, -1)
+        if self.imagenet_norm:
+            x = (x - self.mean) / self.std
+        taps = []
+        for stage in self.stages[: upto if upto is not None else len(self.stages)]:
+            x = stage(x)
+            taps.append(x)
+        return taps
+
+
+def gram(feat: torch.Tensor) -> torch.Tensor:
+    """Per-sample Gram matrix (B, C, C) normalised by C·H·W (spec §7 item 4; the code mixes samples)."""
+    b, c, h, w = feat.shape
+    f = feat.reshape(b, c, h * w)
+    return f @ f.transpose(1, 2) / (c * h * w)
+
+
+def cycle_loss(rec01: torch.Tensor, real01: torch.Tensor, vgg: VGGTaps, lambda_p: float = 1.0,
+               lambda_s: float = 100.0, weights: Sequence[float] = PST_WEIGHTS, taps: int = 5) -> torch.Tensor:
+    """Perceptual-style-transfer cycle criterion (paper Eq. 10-12, spec §6 "P2M loss").
+
+    ``L1(rec, x) + lambda_p * sum_j w_j MSE(phi_j(rec), phi_j(x))
+    + lambda_s * sum_j w_j MSE(Gram_j(rec), Gram_j(x))``, targets without gradient; ``taps < 5``
+    keeps only the first taps (a cost cut of the ``lite`` preset, not the paper).
+    """
+    fr = vgg(rec01, upto=taps)
+    with torch.no_grad():
+        fx = vgg(real01, upto=taps)
+    pcp = sum(w * F.mse_loss(a, b) for w, a, b in zip(weights, fr, fx))
+    sty = sum(w * F.mse_loss(gram(a), gram(b)) for w, a, b in zip(weights, fr, fx))
+    return F.l1_loss(rec01, real01) + lambda_p * pcp + lambda_s * sty
+
+
+def lsgan_loss(pred: torch.Tensor, real: bool) -> torch.Tensor:
+    """Least-squares GAN loss (Mao et al., ICCV 2017): MSE to 1 (real) or 0 (fake)."""
+    return F.mse_loss(pred, torch.full_like(pred, 1.0 if real else 0.0))
+
+
+def smoothness_loss(flow: torch.Tensor, penalty: str = "l1") -> torch.Tensor:
+    """Mean |forward difference| of the flow (paper, ``"l1"``) or 0.5·(mean dx² + mean dy²) (``"l2"``)."""
+    dy = flow[:, :, 1:, :] - flow[:, :, :-1, :]
+    dx = flow[:, :, :, 1:] - flow[:, :, :, :-1]
+    if penalty == "l1":
+        return 0.5 * (dy.abs().mean() + dx.abs().mean())
+    if penalty == "l2":
+        return 0.5 * (dy.pow(2).mean() + dx.pow(2).mean())
+    raise ValueError(f"smoothness penalty must be 'l1' or 'l2', got {penalty!r}")
+
+
+def registration_loss(target: torch.Tensor, moving: torch.Tensor, flow: torch.Tensor, vgg: VGGTaps | None,
+                      *, lambda_rev: float = 0.2, lambda_pix: float = 8.0, lambda_sm: float = 10.0,
+                      penalty: str = "l1", backward_source: torch.Tensor | None = None) -> torch.Tensor:
+    """Bidirectional registration loss (paper Eq. 13-15, spec §3.6 and §6 "reg loss").
+
+    ``target`` T (pseudo-MRI in the PAT frame), ``moving`` M (MRI), ``flow`` with
+    ``M_reg = warp(M, flow)``. Forward term compares ``M_reg`` with T, backward term
+    ``warp(S, -flow)`` with M where S is ``backward_source`` (default T: the paper; the released
+    code passes the real PAT). Each term is ``lambda_pix * L1(pixels) + L1(psi)`` with psi =
+    relu4_1 (spec §7 item 11); ``vgg=None`` drops the feature term. Plus
+    ``lambda_sm * smoothness(flow)``.
+    """
+    source = target if backward_source is None else backward_source
+    fwd = warp_torch(moving, flow)
+    bwd = warp_torch(source, -flow)
+    loss = lambda_pix * (F.l1_loss(fwd, target) + lambda_rev * F.l1_loss(bwd, moving))
+    if vgg is not None:
+        with torch.no_grad():
+            psi_t, psi_m = vgg(target, upto=4)[-1], vgg(moving, upto=4)[-1]
+        loss = loss + F.l1_loss(vgg(fwd, upto=4)[-1], psi_t) + lambda_rev * F.l1_loss(vgg(bwd, upto=4)[-1], psi_m)
+    return loss + lambda_sm * smoothness_loss(flow, penalty)
+
+
+def _gaussian_window(size: int, sigma: float, device, dtype) -> torch.Tensor:
+    x = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
+    g = torch.exp(-(x ** 2) / (2 * sigma ** 2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).view(1, 1, size, size)
+
+
+def ssim_map(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """SSIM map (Wang et al., IEEE TIP 2004) with an 11×11 Gaussian (σ 1.5), data range 1,
+    reflect padding so the map keeps the image size (kornia's ``ssim`` as CDDFuse uses it)."""
+    kernel = _gaussian_window(window, sigma, a.device, a.dtype).expand(a.shape[1], 1, window, window)
+    pad = window // 2
+
+    def blur(x):
+        return F.conv2d(F.pad(x, (pad,) * 4, mode="reflect"), kernel, groups=a.shape[1])
+
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    mu_a, mu_b = blur(a), blur(b)
+    var_a = blur(a * a) - mu_a ** 2
+    var_b = blur(b * b) - mu_b ** 2
+    cov = blur(a * b) - mu_a * mu_b
+    num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
+    den = (mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2)
+    return num / den
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Mean of :func:`ssim_map`."""
+    return ssim_map(a, b, window, sigma).mean()
+
+
+def reconstruction_loss(x: torch.Tensor, x_hat: torch.Tensor, mu: float = 5.0) -> torch.Tensor:
+    """Paper Eq. 18 ``||X - X_hat||² + mu · DSSIM`` with DSSIM = (1 - SSIM)/2 and mu = 5 (CDDFuse, spec §7 item 15)."""
+    return F.mse_loss(x_hat, x) + mu * (1.0 - ssim(x, x_hat)) / 2
+
+
+def cc(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation per sample and channel over H·W, clamped to [-1, 1], averaged (spec §4.8)."""
+    eps = torch.finfo(torch.float32).eps
+    a = a - a.mean(dim=(-2, -1), keepdim=True)
+    b = b - b.mean(dim=(-2, -1), keepdim=True)
+    num = (a * b).sum(dim=(-2, -1))
+    den = eps + torch.sqrt((a * a).sum(dim=(-2, -1))) * torch.sqrt((b * b).sum(dim=(-2, -1)))
+    return (num / den).clamp(-1.0, 1.0).mean()
+
+
+def decomposition_loss(detail_a, detail_b, base_a, base_b, form: str = "paper") -> torch.Tensor:
+    """Feature decomposition loss: ``CC(D_a, D_b)² / (CC(B_a, B_b) + 1.01)`` (paper Eq. 19).
+
+    ``form="code"`` is the released code's ``|CC_D| + |CC_B|`` (spec §7 item 13).
+    """
+    cd, cb = cc(detail_a, detail_b), cc(base_a, base_b)
+    if form == "paper":
+        return cd ** 2 / (cb + 1.01)
+    if form == "code":
+        return cd.abs() + cb.abs()
+    raise ValueError(f"decomposition loss form must be 'paper' or 'code', got {form!r}")
+
+
+_SOBEL_X = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
+
+
+def sobel_magnitude(x: torch.Tensor) -> torch.Tensor:
+    """``|Gx| + |Gy|`` with the 3×3 Sobel kernels, zero padding 1 (CDDFuse's ``Sobelxy``)."""
+    kx = torch.tensor(_SOBEL_X, device=x.device, dtype=x.dtype).view(1, 1, 3, 3)
+    kernels = torch.cat([kx, kx.transpose(-1, -2)], 0)
+    g = F.conv2d(x, kernels, padding=1)
+    return g.abs().sum(dim=1, keepdim=True)
+
+
+def intensity_loss(fused, pat, mri) -> torch.Tensor:
+    """``mean |F - max(P, M)|`` (paper Eq. 21)."""
+    return F.l1_loss(fused, torch.maximum(pat, mri))
+
+
+def gradient_max_loss(fused, pat, mri) -> torch.Tensor:
+    """``mean | |∇F| - max(|∇P|, |∇M|) |`` with Sobel magnitudes (paper Eq. 22)."""
+    return F.l1_loss(sobel_magnitude(fused), torch.maximum(sobel_magnitude(pat), sobel_magnitude(mri)))

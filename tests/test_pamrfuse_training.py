@@ -1,0 +1,128 @@
+"""PAMRFuse+ two-stage training smoke test (tiny preset, CPU) and the registered joint method."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from fusionbench.data import Case
+from fusionbench.methods import FusionMethod, RegistrationMethod, create_method, get_method_info
+from fusionbench.warp import warp
+from pamrfuse import method as pm  # registers pamrfuse+ and the ablations
+from pamrfuse.train import CHECKPOINT, Trainer, fit_pamrfuse, main, prepare_arrays
+from pamrfuse.presets import get_config
+
+torch.set_num_threads(1)
+
+
+def _cases(n=4, size=40, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        mri = ndimage.gaussian_filter(rng.random((size, size)), 3).astype(np.float32)
+        mri = (mri - mri.min()) / (mri.max() - mri.min())
+        pat = np.roll(1 - mri, 2, axis=1)
+        out.append(Case(id=f"c{i}", pat=pat.astype(np.float32), mri=mri))
+    return out
+
+
+def _states_equal(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_both_stages_run_finite_and_resume_to_the_same_state(tmp_path):
+    cases = _cases()
+    net_a, prov = fit_pamrfuse(cases, tmp_path / "a", preset="tiny", device="cpu", progress=False)
+    hist = json.loads((tmp_path / "a" / "history.json").read_text())
+    assert [h["stage"] for h in hist] == [1, 2]
+    assert {"gan", "cycle", "reg", "disc", "recon", "decomp"} <= set(hist[0])
+    assert {"reg", "int", "grad", "decomp"} <= set(hist[1])
+    assert all(np.isfinite(v) for h in hist for v in h.values())
+    assert (tmp_path / "a" / "losses.png").stat().st_size > 1000
+    assert prov["vgg_source"].startswith("tiny-random") and prov["epochs"] == 2
+    assert (tmp_path / "a" / "pamrfuse_tiny.pt").exists()
+
+    class Killed(Exception):
+        pass
+
+    def kill(trainer):
+        raise Killed
+
+    # Same run interrupted after epoch 1 (stage I), then resumed from the checkpoint.
+    cfg = get_config("tiny")
+    trainer = Trainer(cfg, tmp_path / "b", device="cpu", progress=False)
+    (tmp_path / "b").mkdir()
+    with pytest.raises(Killed):
+        trainer.run(*prepare_arrays(cases, cfg.size), on_epoch=kill)
+    assert (tmp_path / "b" / CHECKPOINT).exists() and trainer.epoch == 1
+    net_b, _ = fit_pamrfuse(cases, tmp_path / "b", preset="tiny", device="cpu", progress=False)
+    assert _states_equal(net_a.state_dict(), net_b.state_dict())
+    # A finished run resumes to itself without training again.
+    net_c, prov_c = fit_pamrfuse(cases, tmp_path / "a", preset="tiny", device="cpu", progress=False)
+    assert _states_equal(net_a.state_dict(), net_c.state_dict()) and prov_c["epochs"] == 2
+
+
+def test_checkpoint_of_another_config_is_refused(tmp_path):
+    cases = _cases(n=2)
+    fit_pamrfuse(cases, tmp_path, preset="tiny", device="cpu", progress=False, epochs=(1, 0))
+    with pytest.raises(ValueError, match="different configuration"):
+        fit_pamrfuse(cases, tmp_path, preset="tiny", device="cpu", progress=False, epochs=(1, 1))
+
+
+@pytest.mark.parametrize("ablation", ["wo_p2m_mlr", "wo_feedback", "wo_two_stage"])
+def test_ablations_train(tmp_path, ablation):
+    _, prov = fit_pamrfuse(_cases(n=2), tmp_path, preset="tiny", device="cpu", progress=False, ablation=ablation)
+    assert all(np.isfinite(v) for v in prov["final_losses"].values())
+    if ablation == "wo_p2m_mlr":
+        assert "reg" not in prov["final_losses"]
+
+
+def test_cli_entry(tmp_path, monkeypatch):
+    import fusionbench.data as fd
+
+    monkeypatch.setattr(fd, "load_dataset", lambda spec, split: _cases(n=2))
+    assert main(["--preset", "tiny", "--workdir", str(tmp_path), "--device", "cpu", "--epochs", "1", "0",
+                 "--set", "batch=1", "vgg_source=tiny-random"]) == 0
+    assert json.loads((tmp_path / "pamrfuse_tiny.json").read_text())["config"]["batch"] == 1
+
+
+def test_registered_joint_method(tmp_path):
+    info = get_method_info("pamrfuse+")
+    assert info.role == "joint" and not info.needs_alignment and info.trainable
+    for variant in ("wo_p2m", "wo_p2m_mlr", "wo_feedback", "wo_two_stage"):
+        assert get_method_info(f"pamrfuse+_{variant}").role == "joint"
+    m = create_method("pamrfuse+", preset="tiny", weights=None, device="cpu")
+    assert isinstance(m, FusionMethod) and isinstance(m, RegistrationMethod)
+    cases = _cases(n=2)
+    m.fit(cases, tmp_path)
+    assert m.provenance["preset"] == "tiny" and m.config()["preset"] == "tiny"
+    pat, mri = cases[0].pat[:37, :38], cases[0].mri[:37, :38]  # any size: resized to the preset's
+    warped, flow = m.register(pat, mri)
+    assert flow.shape == (2, 37, 38) and flow.dtype == np.float32 and np.isfinite(flow).all()
+    np.testing.assert_allclose(warped, warp(pat, flow), atol=1e-6)
+
+    calls = []
+    original = m.predict_flow
+    m.predict_flow = lambda *a: calls.append(1) or original(*a)
+    fused = m.fuse(warped, mri)  # the harness passes the registered PAT: no second registration
+    assert calls == []
+    assert fused.shape == (37, 38) and fused.dtype == np.float32
+    assert fused.min() == pytest.approx(0.0) and fused.max() == pytest.approx(1.0)  # min-max output
+    m.fuse(pat, mri)  # unregistered input: fuse registers first
+    assert calls == [1]
+    # Cached: a second fit on the same data reuses the weights.
+    before = {k: v.clone() for k, v in m.net.state_dict().items()}
+    m.fit(cases, tmp_path)
+    assert _states_equal(before, m.net.state_dict())
+    with pytest.raises(ValueError, match="shape"):
+        m.register(pat, mri[:-1])
+
+
+def test_translate_with_trained_generator(tmp_path):
+    net, _ = fit_pamrfuse(_cases(n=2), tmp_path, preset="tiny", device="cpu", progress=False, epochs=(1, 0))
+    from pamrfuse.p2m import translate
+
+    out = translate(_cases(n=1)[0].pat, net.p2m)
+    assert out.shape == (40, 40) and np.isfinite(out).all()
+    assert pm.PAMRFusePlus.needs_alignment is False
