@@ -42,7 +42,7 @@ def test_fused_metric(benchmark, triplet, name):
 
 @pytest.mark.parametrize("feature", FMI_FEATURES)
 def test_fmi(benchmark, triplet, feature):
-    fmi_module = pytest.importorskip("fusionbench.metrics.fmi")
+    fmi_module = pytest.importorskip("fusionbench.metrics.feature_mi")
     value = benchmark.pedantic(fmi_module.fmi, args=triplet, kwargs={"feature": feature}, rounds=3, iterations=1,
                                warmup_rounds=1)
     assert value == value
@@ -55,6 +55,6 @@ def test_suite_without_fmi(benchmark, triplet_256):
 
 
 def test_fusion_suite(benchmark, triplet_256):
-    pytest.importorskip("fusionbench.metrics.fmi")
+    pytest.importorskip("fusionbench.metrics.feature_mi")
     result = benchmark.pedantic(fusion.fusion_suite, args=triplet_256, rounds=3, iterations=1, warmup_rounds=1)
     assert tuple(result) == fusion.SUITE_COLUMNS

@@ -65,8 +65,14 @@ def run_cmd(
     convention: str = typer.Option("paper", "--convention", help="fusion-metric convention"),
     metrics: Optional[str] = typer.Option(None, "--metrics", help="fusion metrics NAME,... (default all)"),
     report: bool = typer.Option(True, "--report/--no-report", help="build tables and figures afterwards"),
+    fit: bool = typer.Option(False, "--fit", help="train every selected trainable method that has no "
+                             "weights for the dataset (default: only those named explicitly)"),
 ) -> None:
-    """Register, fuse and score every selected method on a dataset's test split."""
+    """Register, fuse and score every selected method on a dataset's test split.
+
+    Trainable methods without weights for the dataset (shipped or cached) are trained only when
+    named explicitly or with --fit; otherwise they are listed as untrained and left out.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .methods import resolve_methods
@@ -76,8 +82,10 @@ def run_cmd(
         names = resolve_methods(methods)
     except KeyError as exc:
         _fail(str(exc.args[0]))
+    named = {m.strip().lower() for m in methods.split(",")}
     config = RunConfig(methods=names, out=out, dataset=dataset, registration=registration, jobs=jobs,
                        scheduler=scheduler, resume=resume, limit=limit, device=device,
+                       fit=True if fit else [n for n in names if n in named],
                        convention=convention,
                        metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else None)
     columns = [TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
@@ -94,12 +102,14 @@ def run_cmd(
     for col in ("method", "role", "state", "ok", "failed", "resumed", "s/case"):
         table.add_column(col, no_wrap=True)
     for st in summary.methods.values():
-        colour = {"ok": "green", "partial": "yellow", "failed": "red"}[st.state]
+        colour = {"ok": "green", "partial": "yellow", "failed": "red", "untrained": "dim"}[st.state]
         per_case = f"{st.seconds / st.ok:.3f}" if st.ok else "–"
         table.add_row(st.name, st.role, f"[{colour}]{st.state}[/]", str(st.ok), str(st.failed),
                       str(st.skipped), per_case)
     console.print(table)
     for st in summary.methods.values():
+        if st.untrained:
+            console.print(f"[dim]{st.name}[/]: {st.untrained}", highlight=False, soft_wrap=True)
         for error in st.errors[:3]:
             console.print(f"[red]{st.name}[/]: {error}", highlight=False, soft_wrap=True)
     if any(st.errors for st in summary.methods.values()):

@@ -72,6 +72,10 @@ class RunConfig:
     convention: str = "paper"
     metrics: Sequence[str] | None = None  # fusion metrics to compute; None: the whole suite
     cache_dir: Path | None = None
+    #: Trainable methods that may be trained in this run when they have no weights for the data
+    #: (the CLI puts the methods named explicitly here, or all with ``--fit``); the others are
+    #: skipped with a note, so ``--methods all`` never starts hours of training unasked.
+    fit: Sequence[str] | bool = True
 
 
 @dataclass
@@ -84,9 +88,12 @@ class MethodStatus:
     skipped: int = 0
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    untrained: str = ""  # why the method was left out (no weights for these data)
 
     @property
     def state(self) -> str:
+        if self.untrained:
+            return "untrained"
         if self.failed and not self.ok and not self.skipped:
             return "failed"
         return "partial" if self.failed else "ok"
@@ -223,6 +230,25 @@ def fit_method(name: str, dataset: str, *, cache_dir: Path, device: str = "cpu",
     method.fit(cases, workdir)
     atomic_write_bytes(cached, pickle.dumps(method, protocol=pickle.HIGHEST_PROTOCOL))
     return method
+
+
+def _may_fit(name: str, fit: Sequence[str] | bool) -> bool:
+    return fit if isinstance(fit, bool) else name in fit
+
+
+def needs_training(name: str, method, dataset: str, train_cases, cache_dir: Path) -> bool:
+    """True when ``method`` has neither a cached fit for ``dataset`` nor weights that fit these data.
+
+    A method tells through ``method.needs_training(train_cases)`` (e.g. shipped weights trained on
+    exactly these cases); a method without that hook is taken to need its ``fit``.
+    """
+    from .data.datasets import dataset_fingerprint
+
+    key = _fit_key(name, method, dataset_fingerprint(dataset))
+    if (Path(cache_dir) / f"{name}-{key}" / "method.pkl").exists():
+        return False
+    hook = getattr(method, "needs_training", None)
+    return bool(hook(train_cases)) if callable(hook) else True
 
 
 # ----------------------------------------------------------------------------------- the tasks
@@ -415,6 +441,12 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunSummary:
             if info.trainable or getattr(method, "trainable", False):
                 if train_cases is None:
                     train_cases = load_dataset(config.dataset, split="train")
+                if n not in reg_methods and not _may_fit(n, config.fit) and needs_training(n, method, config.dataset, train_cases,
+                                                                   _cache_root(config)):
+                    statuses[n].untrained = (f"no weights for {config.dataset}; train it with "
+                                             f"`fusionbench fit {n} --dataset {config.dataset}` or run with --fit")
+                    progress.note(f"{n}: skipped, {statuses[n].untrained}")
+                    continue
                 method = fit_method(n, config.dataset, cache_dir=_cache_root(config), device=device,
                                     method=method, train_cases=train_cases, log=progress.note)
             instances[n] = method
@@ -422,6 +454,9 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunSummary:
         except Exception as exc:  # noqa: BLE001 - a method that cannot start fails alone
             method_errors[n] = f"setup: {_error_text(exc)}"
             record["method_configs"][n] = None
+    fusion_names = [n for n in fusion_names if not statuses[n].untrained]
+    record["methods"] = fusion_names
+    record["untrained"] = {n: st.untrained for n, st in statuses.items() if st.untrained}
     old = _load_run_json(out) if config.resume else None
     if old:  # keep methods of earlier invocations of a resumed run in the report
         record["methods"] = list(dict.fromkeys(old.get("methods", []) + fusion_names))

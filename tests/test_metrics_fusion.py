@@ -572,7 +572,7 @@ def test_fusion_suite_columns_and_values(triplet):
     assert tuple(result) == SUITE_COLUMNS
     assert result["MI"] == mi(a, b, f) and result["SSIM"] == ssim(a, b, f) and result["PSNR"] == psnr(a, b, f)
     assert result["SF"] == sf(f) and result["AG"] == ag(f) and result["Qabf"] == qabf(a, b, f)
-    from fusionbench.metrics.fmi import fmi
+    from fusionbench.metrics.feature_mi import fmi
 
     assert result["FMI_pixel"] == fmi(a, b, f, feature="edge")
     assert result["FMI_w"] == fmi(a, b, f, feature="wavelet")

@@ -157,6 +157,42 @@ def test_failing_method_is_isolated(tmp_path, scratch_methods):
     assert only_failures.all_failed
 
 
+class _Trainable(FusionMethod):
+    """Counts fits; reports weights only once fitted (like a deep method without shipped weights)."""
+
+    trainable = True
+    fits = 0
+
+    def __init__(self):
+        self.fitted = False
+
+    def needs_training(self, train_cases):
+        return not self.fitted
+
+    def fit(self, cases, workdir):
+        type(self).fits += 1
+        self.fitted = True
+
+    def fuse(self, pat, mri):
+        return np.minimum(pat, mri)
+
+
+def test_untrained_methods_are_skipped_unless_named_or_fit(tmp_path, scratch_methods):
+    register_method("slowlearner", kind="cnn")(_Trainable)
+    _Trainable.fits = 0
+    summary = run(_config(tmp_path / "auto", methods=["average", "slowlearner"], fit=[]))
+    assert summary.methods["slowlearner"].state == "untrained"
+    assert "fusionbench fit slowlearner" in summary.methods["slowlearner"].untrained
+    assert _Trainable.fits == 0
+    assert set(load_results(tmp_path / "auto")["method"]) == {"identity", "average"}
+    # named explicitly: trained once, cached, then run on every case
+    summary = run(_config(tmp_path / "named", methods=["slowlearner"], fit=["slowlearner"]))
+    assert _Trainable.fits == 1 and summary.methods["slowlearner"].ok == 4
+    # the cached fit counts as weights: an unnamed selection now runs it without training again
+    summary = run(_config(tmp_path / "again", methods=["slowlearner"], fit=[]))
+    assert _Trainable.fits == 1 and summary.methods["slowlearner"].ok == 4
+
+
 def test_unknown_options_raise_before_any_work(tmp_path):
     with pytest.raises(RunError, match="unknown method"):
         run(_config(tmp_path / "a", methods=["no_such_method"]))

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from . import registration, segmentation
-from .fmi import fmi
+from .feature_mi import fmi
 from .fusion import SUITE_COLUMNS, ag, en, fusion_suite, mi, psnr, qabf, sd, sf, ssim, suite_columns, vif
 
 
@@ -31,7 +31,7 @@ def _fmi_column(feature: str) -> Callable:
         return fmi(a, b, f, feature=feature, **kw)
 
     column.__name__ = f"fmi_{feature}"
-    column.__doc__ = f"``fmi(a, b, f, feature={feature!r})``: see :func:`fusionbench.metrics.fmi.fmi`."
+    column.__doc__ = f"``fmi(a, b, f, feature={feature!r})``: see :func:`fusionbench.metrics.feature_mi.fmi`."
     return column
 
 

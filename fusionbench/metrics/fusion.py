@@ -726,7 +726,7 @@ def fusion_suite(a, b, f, *, convention: str = "paper", metrics: Iterable[str] |
     results: dict[str, float] = {}
     for column in wanted:
         if column in _FMI_FEATURES:
-            from .fmi import fmi  # imported only when an FMI column is wanted
+            from .feature_mi import fmi  # imported only when an FMI column is wanted
 
             results[column] = float(fmi(images.a, images.b, images.f, feature=_FMI_FEATURES[column],
                                         convention=convention))
