@@ -32,9 +32,9 @@ ENTRY_POINT_GROUP = "fusionbench.methods"
 KINDS = ("reference", "traditional", "cnn", "gan", "transformer", "registration")
 #: Selection aliases resolved by the registry (``--methods classic``).
 ALIASES: dict[str, Callable[["MethodInfo"], bool]] = {
-    "all": lambda m: m.role == "fusion",
+    "all": lambda m: m.role in ("fusion", "joint") and m.in_all,
     "classic": lambda m: m.role == "fusion" and m.kind in ("reference", "traditional"),
-    "deep": lambda m: m.role == "fusion" and m.kind in ("cnn", "gan", "transformer"),
+    "deep": lambda m: m.role in ("fusion", "joint") and m.kind in ("cnn", "gan", "transformer") and m.in_all,
     "registration": lambda m: m.role in ("registration", "joint"),
 }
 
@@ -113,6 +113,7 @@ class MethodInfo:
     trainable: bool = False
     defaults: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    in_all: bool = True  # False for variants (ablations) that only run when named
 
 
 _REGISTRY: dict[str, MethodInfo] = {}
@@ -132,12 +133,13 @@ def _role_of(factory: Callable[..., Any]) -> str:
 
 def register_method(name: str, *, kind: str | None = None, reference: str | None = None,
                     role: str | None = None, needs_alignment: bool | None = None,
-                    trainable: bool | None = None, **defaults: Any):
+                    trainable: bool | None = None, in_all: bool = True, **defaults: Any):
     """Class/function decorator registering a method factory under ``name``.
 
     Attributes not given are read from the class (``kind``, ``reference``, ``needs_alignment``,
-    ``trainable``). ``defaults`` are keyword arguments passed to the factory by
-    :func:`create_method` unless overridden.
+    ``trainable``). ``in_all=False`` keeps a variant (an ablation) out of the ``all`` and ``deep``
+    selections. ``defaults`` are keyword arguments passed to the factory by :func:`create_method`
+    unless overridden.
     """
     key = name.lower()
 
@@ -151,7 +153,7 @@ def register_method(name: str, *, kind: str | None = None, reference: str | None
             needs_alignment=needs_alignment if needs_alignment is not None
             else getattr(factory, "needs_alignment", True),
             trainable=trainable if trainable is not None else getattr(factory, "trainable", False),
-            defaults=dict(defaults), source=getattr(factory, "__module__", ""),
+            defaults=dict(defaults), source=getattr(factory, "__module__", ""), in_all=in_all,
         )
         old = _REGISTRY.get(key)
         if old is not None and (old.source, getattr(old.factory, "__qualname__", "")) != (

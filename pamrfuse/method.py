@@ -162,7 +162,8 @@ register_method("pamrfuse+", kind="transformer", reference=REFERENCE)(PAMRFusePl
 def _variant(ablation_key: str, doc: str):
     cls = type(f"PAMRFusePlus_{ablation_key}", (PAMRFusePlus,), {"ablation": ablation_key, "__doc__": doc,
                                                                   "__module__": __name__})
-    register_method(f"pamrfuse+_{ablation_key}", kind="transformer", reference=REFERENCE + f" - Table 5 {doc}")(cls)
+    register_method(f"pamrfuse+_{ablation_key}", kind="transformer", reference=REFERENCE + f" - Table 5 {doc}",
+                    in_all=False)(cls)
     return cls
 
 

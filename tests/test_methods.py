@@ -42,10 +42,19 @@ def test_selection_by_alias_kind_pattern_and_name(scratch_registry):
     class ZzJoint(FusionMethod, RegistrationMethod):
         pass
 
+    @register_method("zz_joint_ablation", kind="transformer", needs_alignment=False, in_all=False)
+    class ZzJointAblation(FusionMethod, RegistrationMethod):
+        pass
+
     assert get_method_info("zz_joint").role == "joint"
     assert "zz_cnn" in resolve_methods("deep") and "zz_cnn" not in resolve_methods("classic")
-    assert resolve_methods("cnn") == ["zz_cnn"]
-    assert resolve_methods("zz_*") == ["zz_cnn", "zz_joint"]
+    cnns = resolve_methods("cnn")
+    assert "zz_cnn" in cnns and {get_method_info(n).kind for n in cnns} == {"cnn"}
+    # joint methods are fusion methods too; variants marked in_all=False run only when selected
+    assert "zz_joint" in resolve_methods("all") and "zz_joint" in resolve_methods("deep")
+    assert "zz_joint_ablation" not in resolve_methods("all") + resolve_methods("deep")
+    assert resolve_methods("zz_joint_ablation") == ["zz_joint_ablation"]
+    assert resolve_methods("zz_*") == ["zz_cnn", "zz_joint", "zz_joint_ablation"]
     assert resolve_methods("maximum, average,maximum") == ["maximum", "average"]
     with pytest.raises(KeyError, match="unknown method 'nope'"):
         resolve_methods("average,nope")
