@@ -67,6 +67,9 @@ def run_cmd(
     report: bool = typer.Option(True, "--report/--no-report", help="build tables and figures afterwards"),
     fit: bool = typer.Option(False, "--fit", help="train every selected trainable method that has no "
                              "weights for the dataset (default: only those named explicitly)"),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="then run task evaluations NAME,... "
+                                        "(e.g. contour,organs; see `fusionbench segment`)"),
+    preset: str = typer.Option("quick", "--preset", help="task training preset (quick | standard)"),
 ) -> None:
     """Register, fuse and score every selected method on a dataset's test split.
 
@@ -120,8 +123,54 @@ def run_cmd(
 
         written = build_report(summary.out)
         console.print(f"report: {summary.out / 'report'} ({sum(len(v) for v in written.values())} files)")
+    if tasks:
+        _run_task_evaluations(summary.out, tasks, preset=preset, jobs=jobs, scheduler=scheduler)
     if summary.all_failed:
         raise typer.Exit(1)
+
+
+TASK_GROUP = "fusionbench.tasks"
+
+
+def load_tasks() -> dict[str, object]:
+    """Task evaluations registered in the ``fusionbench.tasks`` entry-point group, by name."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.load() for ep in entry_points(group=TASK_GROUP)}
+
+
+def _run_task_evaluations(run_dir: Path, names: str, *, preset: str, jobs, scheduler) -> None:
+    import sys
+
+    available = load_tasks()
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in available]
+    if unknown:
+        _fail(f"unknown task(s) {', '.join(unknown)}; available: {', '.join(sorted(available)) or 'none'}")
+    # Tasks of one package run together when it offers run_tasks (shared per-source training).
+    by_module: dict[str, list[str]] = {}
+    for n in wanted:
+        by_module.setdefault(type(available[n]).__module__.split(".")[0], []).append(n)
+    for package, group in by_module.items():
+        run_many = getattr(sys.modules[package], "run_tasks", None)
+        if run_many is not None:
+            run_many(run_dir, tasks=group, preset=preset, jobs=jobs, scheduler=scheduler, log=console.print)
+        else:
+            for n in group:
+                available[n].run(run_dir, preset=preset, jobs=jobs, scheduler=scheduler, log=console.print)
+    console.print(f"tasks {', '.join(wanted)}: tables in {run_dir / 'segment'}", highlight=False)
+
+
+@app.command("segment")
+def segment_cmd(run_dir: Path = typer.Argument(..., help="a run folder of `fusionbench run`"),
+                tasks: str = typer.Option("contour,organs", "--tasks", help="task evaluations NAME,..."),
+                preset: str = typer.Option("quick", "--preset", help="training preset (quick | standard)"),
+                jobs: Optional[int] = typer.Option(None, "--jobs", "-j"),
+                scheduler: Optional[str] = typer.Option(None, "--scheduler")) -> None:
+    """Task-driven evaluation of a run's fused images (body contour, organs: paper Tables 3-4)."""
+    if not (run_dir / "run.json").exists():
+        _fail(f"{run_dir}: not a fusionbench run folder (no run.json)")
+    _run_task_evaluations(run_dir, tasks, preset=preset, jobs=jobs, scheduler=scheduler)
 
 
 @app.command("list")

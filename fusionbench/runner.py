@@ -195,11 +195,17 @@ def _fit_key(name: str, method, fingerprint: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
-def _cache_root(config: RunConfig) -> Path:
-    if config.cache_dir is not None:
-        return Path(config.cache_dir)
+def fit_cache_root(out: str | Path, cache_dir: str | Path | None = None) -> Path:
+    """Where fitted methods of a run in ``out`` are cached: ``cache_dir``, else
+    ``$FUSIONBENCH_CACHE/fit``, else ``.fit-cache`` beside the run folder."""
+    if cache_dir is not None:
+        return Path(cache_dir)
     env = os.environ.get("FUSIONBENCH_CACHE")
-    return Path(env) / "fit" if env else Path(config.out).resolve().parent / ".fit-cache"
+    return Path(env) / "fit" if env else Path(out).resolve().parent / ".fit-cache"
+
+
+def _cache_root(config: RunConfig) -> Path:
+    return fit_cache_root(config.out, config.cache_dir)
 
 
 def fit_method(name: str, dataset: str, *, cache_dir: Path, device: str = "cpu", method=None,

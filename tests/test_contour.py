@@ -1,0 +1,135 @@
+"""Graph-search body contour: known shapes recovered, hard smoothness, exact DP, clear errors."""
+import itertools
+
+import numpy as np
+import pytest
+from skimage.draw import ellipse
+
+from fusionbench.data.io import ImageError
+from fusionbench.metrics.segmentation import dsc
+from segment.contour import ContourSegmenter, contour_mask, optimal_closed_path, segment_body
+
+SHAPE = (128, 128)
+
+
+def _ellipse_mask(centre=(66, 60), axes=(40, 30), rotation=0.3, shape=SHAPE):
+    mask = np.zeros(shape, bool)
+    rr, cc = ellipse(*centre, *axes, shape=shape, rotation=rotation)
+    mask[rr, cc] = True
+    return mask
+
+
+def _pat_like(mask, seed=0):
+    """Signed PAT-like image stored with zero at 0.5: bright skin rim, weak textured interior,
+    a weak negative lobe outside the skin, arc streaks and noise in the water."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    shape = mask.shape
+    inside = ndi.distance_transform_edt(mask)
+    outside = ndi.distance_transform_edt(~mask)
+    signed = np.where(mask, 0.15 + 0.6 * np.exp(-inside / 2.0), 0.0)
+    signed += 0.15 * rng.standard_normal(shape) * mask
+    signed -= 0.2 * np.exp(-outside)* (~mask)
+    rows, cols = np.mgrid[:shape[0], :shape[1]]
+    for cy, cx in ((-60, 64), (190, 40), (64, 200)):  # arcs from sources outside the image
+        dist = np.hypot(rows - cy, cols - cx)
+        signed += 0.08 * np.sin(dist / 1.5) * (~mask)
+    signed += 0.03 * rng.standard_normal(shape)
+    return np.clip(0.5 + 0.5 * signed, 0, 1).astype(np.float32)
+
+
+def _cyclic_steps(radii):
+    return np.abs(np.diff(np.r_[radii, radii[0]]))
+
+
+def test_clean_ellipse_recovered():
+    mask = _ellipse_mask()
+    image = np.where(mask, 0.6, 0.02).astype(np.float32)
+    result = segment_body(image)
+    assert dsc(result.mask, mask) > 98
+    assert _cyclic_steps(result.radii).max() <= result.max_step + 1e-9
+
+
+def test_pat_like_ellipse_recovered():
+    mask = _ellipse_mask()
+    image = _pat_like(mask)
+    assert abs(float(np.median(image[:4])) - 0.5) < 0.05  # zero at mid-gray, as the phantom stores it
+    result = segment_body(image)
+    assert dsc(result.mask, mask) > 98
+
+
+@pytest.mark.parametrize("max_step", [1.0, 2.0, 3.0])
+def test_hard_smoothness_constraint_holds_including_the_seam(max_step):
+    mask = _ellipse_mask(axes=(45, 25))
+    image = _pat_like(mask, seed=1)
+    result = segment_body(image, max_step=max_step)
+    steps = _cyclic_steps(result.radii)
+    assert steps.max() <= max_step + 1e-9
+    assert len(result.radii) == 360
+
+
+def test_bright_internal_blob_does_not_capture_the_contour():
+    mask = _ellipse_mask()
+    blob = np.zeros(SHAPE, bool)
+    rr, cc = ellipse(70, 72, 12, 10, shape=SHAPE)
+    blob[rr, cc] = True
+    image = np.where(mask, 0.3, 0.02)
+    image[blob] = 1.0
+    result = segment_body(image.astype(np.float32))
+    assert dsc(result.mask, mask) > 97
+    assert dsc(result.mask, blob) < 40
+
+
+def test_dp_is_exact_against_brute_force():
+    rng = np.random.default_rng(3)
+    n_angles, n_radii = 5, 6
+    paths = np.array(list(itertools.product(range(n_radii), repeat=n_angles)))
+    steps = np.abs(paths - np.roll(paths, 1, axis=1))
+    for trial in range(15):
+        step = 1 + trial % 2
+        cost = rng.random((n_angles, n_radii))
+        lam = float(rng.random() * 0.3)
+        path = optimal_closed_path(cost, step, smoothness=lam)
+        values = cost[np.arange(n_angles), paths].sum(axis=1) + lam * steps.sum(axis=1)
+        best = values[steps.max(axis=1) <= step].min()
+        found = cost[np.arange(n_angles), path].sum() + lam * _cyclic_steps(path).sum()
+        assert _cyclic_steps(path).max() <= step
+        assert found == pytest.approx(best, abs=1e-12)
+
+
+def test_dp_follows_a_known_circle():
+    # Cost zero on radius index 10 only: the optimum is the constant path.
+    cost = np.ones((36, 20))
+    cost[:, 10] = 0
+    assert np.all(optimal_closed_path(cost, 1) == 10)
+
+
+def test_contour_mask_of_circle_has_circle_area():
+    angles = 2 * np.pi * np.arange(360) / 360
+    mask = contour_mask((101, 101), (50.0, 50.0), angles, np.full(360, 30.0))
+    assert mask.sum() == pytest.approx(np.pi * 30 ** 2, rel=0.02)
+
+
+def test_bad_inputs_raise_clear_errors():
+    with pytest.raises(ImageError, match="NaN"):
+        segment_body(np.full(SHAPE, np.nan))
+    with pytest.raises(ValueError, match="max_step"):
+        segment_body(np.zeros(SHAPE, np.float32), max_step=-1)
+    with pytest.raises(ValueError, match="cost"):
+        optimal_closed_path(np.full((4, 5), np.inf), 1)
+    with pytest.raises(ValueError, match="cost must be"):
+        ContourSegmenter(cost="magic")
+
+
+def test_learned_cost_segments_after_a_tiny_fit():
+    import torch
+
+    torch.set_num_threads(1)
+    masks = [_ellipse_mask(centre=(32 + d, 32 - d), axes=(18 + d, 14), shape=(64, 64)) for d in (-2, 0, 2, 4)]
+    images = [_pat_like(m, seed=i) for i, m in enumerate(masks)]
+    seg = ContourSegmenter("learned", epochs=10, batch_size=4, lr=1e-2).fit(images, masks)
+    assert seg.losses[-1] < seg.losses[0]
+    result = seg.segment(images[1])
+    assert _cyclic_steps(result.radii).max() <= result.max_step + 1e-9
+    assert dsc(result.mask, masks[1]) > 80
