@@ -84,3 +84,21 @@ def test_run_errors_and_exit_codes(tmp_path, monkeypatch):
     finally:
         _REGISTRY.clear()
         _REGISTRY.update(before)
+
+
+def test_run_with_contour_task_writes_table_3(tmp_path, monkeypatch):
+    import pandas as pd
+
+    monkeypatch.setenv("FUSIONBENCH_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "t"
+    result = runner.invoke(app, ["run", "--dataset", "phantom:n=4,size=64", "--registration", "identity",
+                                 "--jobs", "1", "--metrics", "SF", "--methods", "average", "--out", str(out),
+                                 "--tasks", "contour"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "segment" / "contour.csv").set_index("method")
+    assert set(table.index) == {"PAT", "MRI", "average"}
+    assert table.loc["MRI", "dsc_mean"] > 95 and table.loc["PAT", "dsc_mean"] > 70
+    unknown = runner.invoke(app, ["segment", str(out), "--tasks", "nope"])
+    assert unknown.exit_code == 2 and "unknown task(s) nope" in unknown.output
+    not_a_run = runner.invoke(app, ["segment", str(tmp_path)])
+    assert not_a_run.exit_code == 2 and "no run.json" in not_a_run.output
