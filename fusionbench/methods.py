@@ -24,7 +24,8 @@ import numpy as np
 
 __all__ = [
     "FusionMethod", "RegistrationMethod", "Pipeline", "MethodInfo", "register_method", "list_methods",
-    "create_method", "get_method_info", "resolve_methods", "load_plugins", "ENTRY_POINT_GROUP", "KINDS",
+    "create_method", "get_method_info", "resolve_methods", "load_plugins", "import_method_modules",
+    "ENTRY_POINT_GROUP", "KINDS",
 ]
 
 ENTRY_POINT_GROUP = "fusionbench.methods"
@@ -165,6 +166,24 @@ def register_method(name: str, *, kind: str | None = None, reference: str | None
         return factory
 
     return deco
+
+
+def import_method_modules(package: str, path: Iterable[str]) -> None:
+    """Import every public module of a method package, so their ``@register_method`` run.
+
+    Call it from the package's ``__init__`` as ``import_method_modules(__name__, __path__)``. A module
+    that fails to import is reported with a warning and skipped: one broken method never hides the
+    others from the registry.
+    """
+    import pkgutil
+
+    for mod in pkgutil.iter_modules(path):
+        if not mod.name.startswith("_"):
+            try:
+                import_module(f"{package}.{mod.name}")
+            except Exception as exc:  # noqa: BLE001 - isolate broken method modules
+                warnings.warn(f"fusionbench: method module {package}.{mod.name} failed to import: "
+                              f"{type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2)
 
 
 def load_plugins(force: bool = False) -> None:
