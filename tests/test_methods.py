@@ -103,3 +103,23 @@ def test_entry_point_plugin_is_discovered(tmp_path, monkeypatch, scratch_registr
     fused = create_method("plugin_min").fuse(np.full((2, 2), 0.25, np.float32), np.eye(2, dtype=np.float32))
     np.testing.assert_array_equal(fused, [[0.25, 0.0], [0.0, 0.25]])
     assert "plugin_min" in resolve_methods("all")
+
+
+def test_broken_method_module_is_skipped_with_a_warning(tmp_path, monkeypatch, scratch_registry):
+    pkg = tmp_path / "zz_methods_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        "from fusionbench.methods import import_method_modules\nimport_method_modules(__name__, __path__)\n")
+    (pkg / "good.py").write_text(textwrap.dedent("""
+        from fusionbench.methods import FusionMethod, register_method
+
+        @register_method("zz_good", kind="traditional")
+        class Good(FusionMethod):
+            def fuse(self, pat, mri):
+                return pat
+    """))
+    (pkg / "broken.py").write_text("raise ImportError('missing dependency xyz')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.warns(RuntimeWarning, match="zz_methods_pkg.broken failed to import: ImportError: missing"):
+        __import__("zz_methods_pkg")
+    assert "zz_good" in list_methods()
