@@ -180,8 +180,8 @@ def list_cmd(kind: Optional[str] = typer.Option(None, "--kind", help="only this 
 
     table = Table(title="fusionbench methods")
     for col in ("name", "kind", "role", "aligned input", "trainable"):
-        table.add_column(col, no_wrap=True)
-    table.add_column("reference", overflow="fold")
+        table.add_column(col, overflow="fold")
+    table.add_column("reference", overflow="fold", ratio=1, min_width=20)
     for name in list_methods(kind=kind):
         info = get_method_info(name)
         table.add_row(name, info.kind, info.role,
