@@ -1,0 +1,484 @@
+"""Shared base of the learned fusion baselines: device, roles, shipped weights, cached training.
+
+Every deep baseline of fusionbench (CNN, VGGML, DenseFuse, MEF-GAN, DDcGAN, U2Fusion) is a plain
+torch re-implementation of the paper's architecture and loss, trained by our own code, because
+none of the original weights can be downloaded (baselines.md §4). This module holds what they
+share, so that a method module only states its network, its loss and its fusion rule:
+
+:class:`TorchFusion`
+    Input checks (:func:`fusionbench.data.io.as_image`), the IR/visible role mapping
+    (PAT -> ``ir``, MRI -> ``vis`` by default), the device (``"auto"``: CUDA when present) and the
+    float32 [0, 1] output. Subclasses implement :meth:`TorchFusion.fuse_pair`.
+:class:`TrainableFusion`
+    Adds shipped weights (``baselines/weights/NAME.pt`` + ``NAME.json`` provenance, float16 on
+    disk), a seeded, checkpointed training loop, and :meth:`TrainableFusion.fit` cached by the
+    content hash of the training cases and the training configuration. Subclasses implement
+    :meth:`~TrainableFusion.build`, :meth:`~TrainableFusion.sample_batch` and
+    :meth:`~TrainableFusion.loss` (or :meth:`~TrainableFusion.train_step` for several optimisers,
+    as GANs need).
+:class:`TrainingData`
+    The offline training set: the cases' PAT and MRI images plus the images bundled with
+    scikit-image (:data:`NATURAL_IMAGES`; never the ones ``skimage.data`` fetches with pooch),
+    sampled as seeded random patches (single images or aligned PAT/MRI pairs) with flips and
+    quarter turns.
+
+The weights a fused image came from are recorded in ``config()["weights"]`` (``retrained-toolkit
+(...)``, ``user-file (...)`` or ``random``), which the results tables show.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fusionbench.data.io import as_image, check_same_shape
+from fusionbench.methods import FusionMethod
+from fusionbench.nn.layers import resolve_device
+from fusionbench.nn.training import cases_hash, load_weights, save_weights, seed_everything
+
+from ..common import DEFAULT_ROLES
+
+__all__ = [
+    "WEIGHTS_DIR", "NATURAL_IMAGES", "natural_images", "TrainingData", "TorchFusion", "TrainableFusion",
+    "ssim_torch", "parameter_count", "to_tensor",
+]
+
+#: Where shipped weights live (``NAME.pt`` and its ``NAME.json`` provenance).
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+#: scikit-image images that are installed with the package (no pooch download), used as the
+#: natural-image part of the offline training set.
+NATURAL_IMAGES = ("camera", "astronaut", "brick", "grass", "gravel", "moon", "coins", "text", "cell",
+                  "clock", "horse", "shepp_logan_phantom", "retina")
+
+
+def parameter_count(module: nn.Module) -> int:
+    """Number of parameters (trainable or not) of ``module``."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def to_tensor(img: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(H, W) float array -> (1, 1, H, W) float32 tensor on ``device``."""
+    return torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None].to(device)
+
+
+@functools.lru_cache(maxsize=1)
+def _natural_images() -> tuple[np.ndarray, ...]:
+    import skimage.data
+    from skimage.color import rgb2gray
+    from skimage.util import img_as_float32
+
+    out = []
+    for name in NATURAL_IMAGES:
+        img = getattr(skimage.data, name)()
+        img = rgb2gray(img) if img.ndim == 3 else img
+        out.append(np.ascontiguousarray(img_as_float32(img), dtype=np.float32))
+    return tuple(out)
+
+
+def natural_images() -> list[np.ndarray]:
+    """The :data:`NATURAL_IMAGES` as gray float32 arrays in [0, 1] (RGB ones via ``rgb2gray``)."""
+    return list(_natural_images())
+
+
+# --------------------------------------------------------------------------------------------
+# Training data
+# --------------------------------------------------------------------------------------------
+
+def _augment(patch: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    patch = np.rot90(patch, k, axes=(-2, -1))
+    return patch[..., ::-1] if flip else patch
+
+
+class TrainingData:
+    """Seeded random patches from the offline training set.
+
+    Parameters
+    ----------
+    cases : sequence of Case
+        Training cases (the train split); their PAT and MRI images are used as single images and
+        as aligned pairs.
+    natural : bool
+        Add the :data:`NATURAL_IMAGES` to the single-image pool (the recipe for autoencoders and
+        blur classifiers, which the papers train on natural images).
+    """
+
+    def __init__(self, cases: Sequence[Any], natural: bool = True):
+        self.pairs = [(as_image(c.pat, "pat"), as_image(c.mri, "mri")) for c in cases]
+        self.natural = bool(natural)
+        self.singles = [img for pair in self.pairs for img in pair]
+        if natural:
+            self.singles += natural_images()
+        if not self.singles:
+            raise ValueError("training data: no cases and no natural images")
+        self.fingerprint = (f"cases:{cases_hash(cases) if cases else 'none'}:{len(self.pairs)}"
+                            + (f"+skimage:{len(NATURAL_IMAGES)}" if natural else ""))
+
+    def describe(self) -> str:
+        """One line for the provenance record."""
+        nat = f" + skimage.data ({', '.join(NATURAL_IMAGES)})" if self.natural else ""
+        return f"{len(self.pairs)} PAT/MRI training cases{nat}"
+
+    @staticmethod
+    def _crop(stack: np.ndarray, patch: int, rng: np.random.Generator) -> np.ndarray:
+        h, w = stack.shape[-2:]
+        if h < patch or w < patch:  # reflect small images up to the patch size
+            pad = ((0, 0),) * (stack.ndim - 2) + ((0, max(0, patch - h)), (0, max(0, patch - w)))
+            stack = np.pad(stack, pad, mode="reflect" if min(h, w) > 1 else "edge")
+            h, w = stack.shape[-2:]
+        r, c = int(rng.integers(h - patch + 1)), int(rng.integers(w - patch + 1))
+        return _augment(stack[..., r:r + patch, c:c + patch], int(rng.integers(4)), bool(rng.integers(2)))
+
+    def sample_singles(self, rng: np.random.Generator, batch: int, patch: int) -> torch.Tensor:
+        """(batch, 1, patch, patch) crops of images drawn uniformly from the single-image pool."""
+        idx = rng.integers(len(self.singles), size=batch)
+        crops = [self._crop(self.singles[i], patch, rng) for i in idx]
+        return torch.from_numpy(np.ascontiguousarray(np.stack(crops)[:, None]))
+
+    def sample_pairs(self, rng: np.random.Generator, batch: int, patch: int) -> torch.Tensor:
+        """(batch, 2, patch, patch) aligned crops; channel 0 is PAT, channel 1 MRI."""
+        if not self.pairs:
+            raise ValueError("training data: pairs requested but there are no training cases")
+        idx = rng.integers(len(self.pairs), size=batch)
+        crops = [self._crop(np.stack(self.pairs[i]), patch, rng) for i in idx]
+        return torch.from_numpy(np.ascontiguousarray(np.stack(crops)))
+
+
+# --------------------------------------------------------------------------------------------
+# Losses shared by several methods
+# --------------------------------------------------------------------------------------------
+
+def _gaussian_window(size: int, sigma: float, device, dtype) -> torch.Tensor:
+    x = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
+    g = torch.exp(-x * x / (2 * sigma * sigma))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :])[None, None]
+
+
+def ssim_torch(x: torch.Tensor, y: torch.Tensor, *, data_range: float = 1.0, win_size: int = 11,
+               sigma: float = 1.5, reduction: str = "mean") -> torch.Tensor:
+    """Differentiable SSIM (Wang et al., IEEE TIP 2004) of (B, 1, H, W) tensors.
+
+    Gaussian 11×11 window with σ = 1.5, K1 = 0.01, K2 = 0.03, population (biased) statistics and
+    the 'valid' part of the map: the convention of scikit-image's
+    ``structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False)`` and of
+    the TF ``tf.image.ssim`` the DenseFuse/U2Fusion code trains with. ``reduction="none"`` returns
+    one value per batch item.
+    """
+    if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 1:
+        raise ValueError(f"ssim_torch needs two (B, 1, H, W) tensors of one shape, got "
+                         f"{tuple(x.shape)} and {tuple(y.shape)}")
+    if min(x.shape[-2:]) < win_size:
+        raise ValueError(f"ssim_torch: images of {tuple(x.shape[-2:])} are smaller than the "
+                         f"{win_size}×{win_size} window")
+    win = _gaussian_window(win_size, sigma, x.device, x.dtype)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mx, my = F.conv2d(x, win), F.conv2d(y, win)
+    sxx = F.conv2d(x * x, win) - mx * mx
+    syy = F.conv2d(y * y, win) - my * my
+    sxy = F.conv2d(x * y, win) - mx * my
+    smap = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    per_item = smap.flatten(1).mean(1)
+    if reduction == "none":
+        return per_item
+    if reduction == "mean":
+        return per_item.mean()
+    raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Base classes
+# --------------------------------------------------------------------------------------------
+
+class TorchFusion(FusionMethod):
+    """A fusion method computed by torch: input checks, roles, device and output range.
+
+    Parameters
+    ----------
+    roles : dict, optional
+        ``{"ir": "pat", "vis": "mri"}`` (default) puts PAT in the infrared/functional slot.
+    device : str
+        ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+    """
+
+    kind = "cnn"
+
+    def __init__(self, *, roles: dict[str, str] | None = None, device: str = "auto"):
+        roles = dict(DEFAULT_ROLES if roles is None else roles)
+        if sorted(roles) != ["ir", "vis"] or sorted(roles.values()) != ["mri", "pat"]:
+            raise ValueError(f"{type(self).__name__}: roles must map 'ir' and 'vis' to 'pat' and 'mri', "
+                             f"got {roles}")
+        self.roles = roles
+        self.device = str(resolve_device(device))
+
+    @property
+    def torch_device(self) -> torch.device:
+        return torch.device(self.device)
+
+    def to(self, device: str) -> "TorchFusion":
+        """Move to ``device`` (``"auto"`` allowed) for the following fusions and training."""
+        self.device = str(resolve_device(device))
+        return self
+
+    def modules(self) -> list[nn.Module]:
+        """The torch modules used at inference (moved to the device before fusing)."""
+        return []
+
+    def describe_weights(self) -> str:
+        """What the fused image's numbers come from (the results table's "weights" column)."""
+        return "none"
+
+    def config(self) -> dict[str, Any]:
+        return {**dict(getattr(self, "_config", {})), "roles": dict(self.roles),
+                "weights": self.describe_weights()}
+
+    def fuse(self, pat, mri) -> np.ndarray:
+        pat = as_image(pat, "pat")
+        mri = as_image(mri, "mri")
+        check_same_shape(pat=pat, mri=mri)
+        by_role = {"pat": pat, "mri": mri}
+        for module in self.modules():
+            module.to(self.torch_device).eval()
+        with torch.inference_mode():
+            fused = self.fuse_pair(by_role[self.roles["ir"]], by_role[self.roles["vis"]])
+        fused = np.asarray(fused, dtype=np.float32)
+        if fused.shape != pat.shape or not np.isfinite(fused).all():
+            raise RuntimeError(f"{self.name}: fused image has shape {fused.shape} or non-finite values")
+        return np.clip(fused, 0.0, 1.0)
+
+    def fuse_pair(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
+        """Fuse two checked float32 (H, W) images in [0, 1]; runs under ``torch.inference_mode``."""
+        raise NotImplementedError
+
+
+class TrainableFusion(TorchFusion):
+    """A :class:`TorchFusion` with a network trained by our code, shipped weights and cached fits.
+
+    Subclasses set :attr:`weights_name` and :attr:`train_defaults` and implement :meth:`build`,
+    :meth:`sample_batch` and :meth:`loss`; methods with several optimisers override
+    :meth:`make_optimizers` and :meth:`train_step`.
+
+    Parameters
+    ----------
+    weights : {"shipped", "random"} or path
+        ``"shipped"``: ``baselines/weights/<weights_name>.pt`` when present, else random
+        initialisation (with a warning); ``"random"``: the seeded initialisation; a path: a state
+        dict saved by :func:`fusionbench.nn.training.save_weights`.
+    seed : int
+        Seeds the initialisation, the patch sampler and training.
+    steps, batch, patch, lr : optional
+        Training settings; ``None`` keeps :attr:`train_defaults`.
+    roles, device
+        As :class:`TorchFusion`.
+    """
+
+    trainable = True
+    weights_name = ""
+    #: Subclasses: {"steps", "batch", "patch", "lr", ...}; every key is a constructor setting.
+    train_defaults: dict[str, Any] = {"steps": 1000, "batch": 16, "patch": 64, "lr": 1e-4}
+    #: Bump when the architecture or loss changes, so cached fits and shipped weights are not reused.
+    version = "1"
+    #: Whether the natural images join the training set (paired-data methods may say no).
+    natural_images = True
+
+    def __init__(self, *, weights: str | Path | None = "shipped", seed: int = 0, steps: int | None = None,
+                 batch: int | None = None, patch: int | None = None, lr: float | None = None,
+                 roles: dict[str, str] | None = None, device: str = "auto"):
+        super().__init__(roles=roles, device=device)
+        given = {"steps": steps, "batch": batch, "patch": patch, "lr": lr}
+        self.train_settings = {**self.train_defaults, **{k: v for k, v in given.items() if v is not None}}
+        for key in ("steps", "batch", "patch"):
+            if int(self.train_settings[key]) < 1:
+                raise ValueError(f"{type(self).__name__}: {key} must be >= 1, got {self.train_settings[key]}")
+        self.seed = int(seed)
+        seed_everything(self.seed)
+        self.net = self.build()
+        self.net.eval()
+        self.provenance: dict[str, Any] = {"weights": "random", "seed": self.seed}
+        if weights in (None, "random", "none"):
+            pass
+        elif weights == "shipped":
+            if self.shipped_path().is_file():
+                self.load(self.shipped_path())
+            else:
+                warnings.warn(f"{type(self).__name__}: no shipped weights at {self.shipped_path()}; "
+                              "using random weights (run fit or scripts/train_deep_baselines.py)",
+                              RuntimeWarning, stacklevel=2)
+        else:
+            self.load(Path(weights), user=True)
+
+    # ---- to implement -----------------------------------------------------------------------
+    def build(self) -> nn.Module:
+        """The network (an ``nn.Module``; a ``ModuleDict`` for several nets) at its initialisation."""
+        raise NotImplementedError
+
+    def sample_batch(self, data: TrainingData, rng: np.random.Generator) -> Any:
+        """One training batch (default: single-image patches of the configured size)."""
+        return data.sample_singles(rng, int(self.train_settings["batch"]), int(self.train_settings["patch"]))
+
+    def loss(self, batch: Any) -> torch.Tensor | dict[str, torch.Tensor]:
+        """The paper's training loss on ``batch``; a dict must hold the total under ``"loss"``."""
+        raise NotImplementedError
+
+    # ---- training ---------------------------------------------------------------------------
+    def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Adam on all parameters at ``lr`` (the papers' default); override for SGD or GANs."""
+        return {"net": torch.optim.Adam(self.net.parameters(), lr=float(self.train_settings["lr"]))}
+
+    def _batch_to_device(self, batch: Any) -> Any:
+        if isinstance(batch, torch.Tensor):
+            return batch.to(self.torch_device)
+        if isinstance(batch, (tuple, list)):
+            return type(batch)(self._batch_to_device(b) for b in batch)
+        return batch
+
+    def train_step(self, batch: Any) -> dict[str, float]:
+        """One optimisation step on ``batch``; returns the loss terms as floats (``"loss"`` = total).
+
+        Creates the optimisers on first use (kept on the instance, dropped when pickled).
+        """
+        if getattr(self, "_optimizers", None) is None:
+            self.net.to(self.torch_device)
+            self._optimizers = self.make_optimizers()
+        self.net.train()
+        batch = self._batch_to_device(batch)
+        out = self.loss(batch)
+        terms = out if isinstance(out, dict) else {"loss": out}
+        for opt in self._optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        for opt in self._optimizers.values():
+            opt.step()
+        return {k: float(v.detach()) for k, v in terms.items()}
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_optimizers"] = None
+        return state
+
+    def train(self, data: TrainingData, *, steps: int | None = None, log: Callable[[str], None] | None = None,
+              checkpoint: str | Path | None = None, checkpoint_every: int = 50,
+              log_every: int = 25) -> list[float]:
+        """Run the seeded training loop; returns the total loss per step.
+
+        With ``checkpoint`` the network, optimisers, sampler state and loss history are saved every
+        ``checkpoint_every`` steps, and a later call with the same path resumes where it stopped
+        (same batches, same result as an uninterrupted run).
+        """
+        steps = int(self.train_settings["steps"] if steps is None else steps)
+        seed_everything(self.seed)
+        rng = np.random.default_rng(self.seed)
+        self.net.to(self.torch_device)
+        self._optimizers = self.make_optimizers()
+        history: list[float] = []
+        ckpt = Path(checkpoint) if checkpoint is not None else None
+        if ckpt is not None and ckpt.is_file():
+            saved = torch.load(ckpt, map_location=self.torch_device, weights_only=True)
+            self.net.load_state_dict(saved["net"])
+            for name, opt in self._optimizers.items():
+                opt.load_state_dict(saved["opt"][name])
+            rng.bit_generator.state = json.loads(saved["rng"])
+            torch.set_rng_state(saved["torch_rng"])
+            history = list(saved["history"])
+        start, t0 = len(history), time.perf_counter()
+        for step in range(start, steps):
+            terms = self.train_step(self.sample_batch(data, rng))
+            history.append(terms["loss"])
+            done = step + 1
+            if log is not None and (done % log_every == 0 or done == steps):
+                rate = (time.perf_counter() - t0) / (done - start)
+                parts = " ".join(f"{k}={v:.4g}" for k, v in terms.items())
+                log(f"{self.name or type(self).__name__} step {done}/{steps} {parts} ({rate:.2f} s/step)")
+            if ckpt is not None and (done % checkpoint_every == 0 or done == steps):
+                blob = {"net": self.net.state_dict(),
+                        "opt": {n: o.state_dict() for n, o in self._optimizers.items()},
+                        "rng": json.dumps(rng.bit_generator.state), "torch_rng": torch.get_rng_state(),
+                        "history": history}
+                ckpt.parent.mkdir(parents=True, exist_ok=True)
+                torch.save(blob, ckpt.with_suffix(".tmp"))
+                ckpt.with_suffix(".tmp").replace(ckpt)
+        self.net.eval()
+        self._optimizers = None
+        return history
+
+    def train_config(self) -> dict[str, Any]:
+        """Everything that determines the trained weights besides the data."""
+        return {**self.train_settings, "seed": self.seed, "version": self.version,
+                "natural_images": self.natural_images}
+
+    def fit(self, cases: Sequence[Any], workdir, *, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """Train on ``cases`` + the natural images, cached in ``workdir`` by data hash and settings.
+
+        Weights already trained on the same data with the same settings (shipped ones included)
+        are reused without training. Returns the provenance record.
+        """
+        data = TrainingData(cases, natural=self.natural_images)
+        cfg = self.train_config()
+        if self.provenance.get("train_data") == data.fingerprint and self.provenance.get("config") == cfg:
+            return self.provenance
+        key = hashlib.sha256(json.dumps([data.fingerprint, cfg], sort_keys=True, default=str).encode())
+        stem = f"{self.weights_name or self.name}-{key.hexdigest()[:12]}"
+        cache = Path(workdir) / f"{stem}.pt"
+        if cache.is_file():
+            self.load(cache)
+            return self.provenance
+        t0 = time.perf_counter()
+        history = self.train(data, log=log, checkpoint=Path(workdir) / f"{stem}.ckpt")
+        self.save(cache, data=data, history=history, seconds=time.perf_counter() - t0)
+        self.load(cache)
+        return self.provenance
+
+    # ---- weights ----------------------------------------------------------------------------
+    def shipped_path(self) -> Path:
+        return WEIGHTS_DIR / f"{self.weights_name}.pt"
+
+    def save(self, path: str | Path, *, data: TrainingData, history: Sequence[float], seconds: float,
+             half: bool = False, extra: dict[str, Any] | None = None) -> None:
+        """Write the weights (float16 with ``half``) and their provenance record."""
+        state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in self.net.state_dict().items()}
+        hist = np.asarray(history, dtype=np.float64)
+        chunks = [float(c.mean()) for c in np.array_split(hist, min(10, len(hist)))] if len(hist) else []
+        save_weights(path, state, {
+            "method": self.name, "weights": "retrained-toolkit", "train_data": data.fingerprint,
+            "train_data_description": data.describe(), "config": self.train_config(),
+            "steps": len(hist), "loss_first": float(hist[0]) if len(hist) else None,
+            "loss_last": float(hist[-max(1, len(hist) // 20):].mean()) if len(hist) else None,
+            "loss_curve_deciles": chunks, "train_seconds": round(float(seconds), 1),
+            "device": self.device, "torch": torch.__version__, "dtype": "float16" if half else "float32",
+            "parameters": parameter_count(self.net), **(extra or {}),
+        })
+
+    def load(self, path: str | Path, *, user: bool = False) -> None:
+        """Load weights saved by :meth:`save` (tensors only) and their provenance."""
+        state, meta = load_weights(path)
+        try:
+            self.net.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ValueError(f"{path}: weights do not fit {type(self).__name__}: {exc}") from None
+        self.net.float().eval()
+        self.provenance = dict(meta) if meta else {"weights": "retrained-toolkit"}
+        if user or not meta:
+            self.provenance["weights"] = f"user-file ({Path(path).name})"
+
+    def modules(self) -> list[nn.Module]:
+        return [self.net]
+
+    def describe_weights(self) -> str:
+        p = self.provenance
+        if p.get("weights") == "retrained-toolkit":
+            return f"retrained-toolkit ({p.get('steps')} steps, seed {p.get('config', {}).get('seed')})"
+        if p.get("weights") == "random":
+            return f"random (seed {self.seed})"
+        return str(p.get("weights"))
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), **self.train_settings, "seed": self.seed}
