@@ -242,19 +242,23 @@ def _may_fit(name: str, fit: Sequence[str] | bool) -> bool:
     return fit if isinstance(fit, bool) else name in fit
 
 
-def needs_training(name: str, method, dataset: str, train_cases, cache_dir: Path) -> bool:
-    """True when ``method`` has neither a cached fit for ``dataset`` nor weights that fit these data.
+def training_state(name: str, method, dataset: str, train_cases, cache_dir: Path) -> str:
+    """How a trainable ``method`` stands for ``dataset``: ``"cached"`` (a fit of this run's cache),
+    ``"weights"`` (its loaded weights were trained on exactly these cases, e.g. shipped ones) or
+    ``"untrained"``.
 
-    A method tells through ``method.needs_training(train_cases)`` (e.g. shipped weights trained on
-    exactly these cases); a method without that hook is taken to need its ``fit``.
+    A method tells about its weights through ``method.needs_training(train_cases)``; a method
+    without that hook is taken to need its ``fit``.
     """
     from .data.datasets import dataset_fingerprint
 
     key = _fit_key(name, method, dataset_fingerprint(dataset))
     if (Path(cache_dir) / f"{name}-{key}" / "method.pkl").exists():
-        return False
+        return "cached"
     hook = getattr(method, "needs_training", None)
-    return bool(hook(train_cases)) if callable(hook) else True
+    if callable(hook) and not hook(train_cases):
+        return "weights"
+    return "untrained"
 
 
 # ----------------------------------------------------------------------------------- the tasks
@@ -447,14 +451,15 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunSummary:
             if info.trainable or getattr(method, "trainable", False):
                 if train_cases is None:
                     train_cases = load_dataset(config.dataset, split="train")
-                if n not in reg_methods and not _may_fit(n, config.fit) and needs_training(n, method, config.dataset, train_cases,
-                                                                   _cache_root(config)):
+                state = training_state(n, method, config.dataset, train_cases, _cache_root(config))
+                if state == "untrained" and n not in reg_methods and not _may_fit(n, config.fit):
                     statuses[n].untrained = (f"no weights for {config.dataset}; train it with "
                                              f"`fusionbench fit {n} --dataset {config.dataset}` or run with --fit")
                     progress.note(f"{n}: skipped, {statuses[n].untrained}")
                     continue
-                method = fit_method(n, config.dataset, cache_dir=_cache_root(config), device=device,
-                                    method=method, train_cases=train_cases, log=progress.note)
+                if state != "weights":
+                    method = fit_method(n, config.dataset, cache_dir=_cache_root(config), device=device,
+                                        method=method, train_cases=train_cases, log=progress.note)
             instances[n] = method
             record["method_configs"][n] = method.config()
         except Exception as exc:  # noqa: BLE001 - a method that cannot start fails alone

@@ -97,6 +97,10 @@ class PAMRFusePlus(FusionMethod, RegistrationMethod):
                 "weights_sha256": self.provenance.get("sha256", "untrained")}
 
     # ------------------------------------------------------------------------------ training
+    def needs_training(self, cases: Sequence[Any]) -> bool:
+        """False when the loaded weights (shipped or cached) were trained on exactly these cases."""
+        return self.provenance.get("train_data_hash") != cases_hash(cases)
+
     def fit(self, cases: Sequence[Any], workdir, *, progress: bool = True) -> dict[str, Any]:
         """Two-stage training on ``cases``; reuses weights trained on the same data and settings."""
         if not cases:

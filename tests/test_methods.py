@@ -14,6 +14,7 @@ from fusionbench.methods import (FusionMethod, RegistrationMethod, Pipeline, cre
 
 @pytest.fixture
 def scratch_registry():
+    load_plugins()  # snapshot the full registry, not whatever was imported so far
     before = dict(methods._REGISTRY)
     yield
     methods._REGISTRY.clear()

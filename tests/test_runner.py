@@ -45,6 +45,9 @@ def phantom_cache(tmp_path_factory):
 @pytest.fixture
 def scratch_methods():
     """Methods registered by a test are removed afterwards."""
+    from fusionbench.methods import load_plugins
+
+    load_plugins()  # snapshot the full registry, not whatever was imported so far
     before = dict(_REGISTRY)
     yield
     _REGISTRY.clear()
@@ -191,6 +194,17 @@ def test_untrained_methods_are_skipped_unless_named_or_fit(tmp_path, scratch_met
     # the cached fit counts as weights: an unnamed selection now runs it without training again
     summary = run(_config(tmp_path / "again", methods=["slowlearner"], fit=[]))
     assert _Trainable.fits == 1 and summary.methods["slowlearner"].ok == 4
+
+
+def test_weights_trained_on_these_data_are_used_without_fit(tmp_path, scratch_methods):
+    class Shipped(_Trainable):
+        def needs_training(self, train_cases):
+            return False  # e.g. shipped weights whose provenance names exactly these cases
+
+    register_method("shippedlearner", kind="cnn")(Shipped)
+    _Trainable.fits = 0
+    summary = run(_config(tmp_path / "w", methods=["shippedlearner"], fit=["shippedlearner"]))
+    assert _Trainable.fits == 0 and summary.methods["shippedlearner"].ok == 4
 
 
 def test_unknown_options_raise_before_any_work(tmp_path):

@@ -415,6 +415,10 @@ class TrainableFusion(TorchFusion):
         return {**self.train_settings, "seed": self.seed, "version": self.version,
                 "natural_images": self.natural_images}
 
+    def needs_training(self, cases: Sequence[Any]) -> bool:
+        """False when the loaded weights (shipped or cached) were trained on exactly these data."""
+        return self.provenance.get("train_data") != TrainingData(cases, natural=self.natural_images).fingerprint
+
     def fit(self, cases: Sequence[Any], workdir, *, log: Callable[[str], None] | None = None) -> dict[str, Any]:
         """Train on ``cases`` + the natural images, cached in ``workdir`` by data hash and settings.
 

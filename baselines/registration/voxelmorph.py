@@ -199,6 +199,10 @@ class _LearnedRegistration(RegistrationMethod):
         return {"loss": self.loss, "smooth": self.smooth, "steps": self.steps, "batch": self.batch,
                 "lr": self.lr, "seed": self.seed}
 
+    def needs_training(self, cases: Sequence[Any]) -> bool:
+        """False when the loaded weights (shipped or cached) were trained on exactly these cases."""
+        return self.provenance.get("train_data_hash") != cases_hash(cases)
+
     def fit(self, cases: Sequence[Any], workdir, *, progress=None) -> dict[str, Any]:
         """Train unsupervised on ``cases`` (no ground-truth flow is used); cached in ``workdir``.
 
