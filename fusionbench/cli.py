@@ -210,12 +210,11 @@ def report_cmd(run_dir: Path = typer.Argument(..., help="a run folder")) -> None
 def fit_cmd(method: str = typer.Argument(...), dataset: str = typer.Option("phantom", "--dataset", "-d"),
             device: str = typer.Option("auto", "--device"),
             cache_dir: Optional[Path] = typer.Option(None, "--cache-dir",
-                                                     help="default $FUSIONBENCH_CACHE or ./.fit-cache")) -> None:
+                                                     help="default $FUSIONBENCH_CACHE/fit or "
+                                                          "~/.cache/fusionbench/fit")) -> None:
     """Train one method on a dataset's train split and cache it for later runs."""
-    import os
-
     from .methods import get_method_info
-    from .runner import RunError, fit_method, resolve_device
+    from .runner import RunError, fit_cache_root, fit_method, resolve_device
 
     try:
         info = get_method_info(method)
@@ -225,7 +224,7 @@ def fit_cmd(method: str = typer.Argument(...), dataset: str = typer.Option("phan
     if not info.trainable:
         console.print(f"{method} is not trainable; nothing to fit")
         return
-    cache = cache_dir or Path(os.environ.get("FUSIONBENCH_CACHE", ".fit-cache"))
+    cache = fit_cache_root(cache_dir=cache_dir)
     try:
         fit_method(info.name, dataset, cache_dir=cache, device=dev, log=console.print)
     except (ValueError, FileNotFoundError) as exc:

@@ -28,7 +28,6 @@ import hashlib
 import inspect
 import io
 import json
-import os
 import pickle
 import platform
 import traceback
@@ -41,7 +40,7 @@ import numpy as np
 
 from . import __version__
 from .data.io import as_image, atomic_write_bytes, check_same_shape, write_image
-from .executors import default_jobs, make_executor
+from .executors import make_executor
 from .methods import create_method, get_method_info, list_methods, load_plugins
 from .scoring import fusion_columns, score_fusion, score_registration
 
@@ -195,17 +194,17 @@ def _fit_key(name: str, method, fingerprint: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
-def fit_cache_root(out: str | Path, cache_dir: str | Path | None = None) -> Path:
-    """Where fitted methods of a run in ``out`` are cached: ``cache_dir``, else
-    ``$FUSIONBENCH_CACHE/fit``, else ``.fit-cache`` beside the run folder."""
-    if cache_dir is not None:
-        return Path(cache_dir)
-    env = os.environ.get("FUSIONBENCH_CACHE")
-    return Path(env) / "fit" if env else Path(out).resolve().parent / ".fit-cache"
+def fit_cache_root(cache_dir: str | Path | None = None) -> Path:
+    """Where fitted methods are cached: ``cache_dir``, else ``fit/`` under the user cache
+    (``$FUSIONBENCH_CACHE`` or ``~/.cache/fusionbench``), shared by ``fusionbench fit`` and every
+    run, so a method fitted once is found by all later runs on the same data."""
+    from .data.cache import default_cache_dir
+
+    return Path(cache_dir) if cache_dir is not None else default_cache_dir() / "fit"
 
 
 def _cache_root(config: RunConfig) -> Path:
-    return fit_cache_root(config.out, config.cache_dir)
+    return fit_cache_root(config.cache_dir)
 
 
 def fit_method(name: str, dataset: str, *, cache_dir: Path, device: str = "cpu", method=None,

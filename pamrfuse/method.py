@@ -13,7 +13,6 @@ registered PAT; it is the negated MLR field (paper Eq. 3, ``phi = -phi_r``; spec
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any, Sequence
 

@@ -52,9 +52,9 @@ def _load_run(run_dir: Path) -> dict:
 
 
 def _fit_cache(run_dir: Path) -> Path:
-    from fusionbench.runner import fit_cache_root  # the run's own cache: fitted methods are reused
+    from fusionbench.runner import fit_cache_root  # the runs' cache: fitted methods are reused
 
-    return fit_cache_root(run_dir)
+    return fit_cache_root()
 
 
 def _fused_train_images(run_dir: Path, record: dict, method: str, cases, log=None) -> list[np.ndarray]:

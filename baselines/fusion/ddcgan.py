@@ -31,7 +31,6 @@ not available).
 """
 from __future__ import annotations
 
-from typing import Any, Callable
 
 import numpy as np
 import torch
