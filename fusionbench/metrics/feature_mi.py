@@ -184,10 +184,23 @@ def _min_max_windows(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return scaled, constant
 
 
+_TINY = np.finfo(np.float64).tiny
+
+
+def _log2_floored(x: np.ndarray) -> np.ndarray:
+    """``log2(max(x, tiny))``: finite (-1022) where x is 0.
+
+    Every use multiplies it by the quantity that is 0 there, so the product is the reference's 0;
+    flooring is cheaper than numpy's masked ``where=`` evaluation.
+    """
+    return np.log2(np.maximum(x, _TINY))
+
+
 def _neg_x_log2_abs(x: np.ndarray) -> np.ndarray:
     """``-x log2|x|`` elementwise, 0 where x is 0 (Matlab's ``real(-x .* log2(x))``)."""
-    magnitude = np.abs(x)
-    logs = np.log2(magnitude, out=np.zeros_like(magnitude), where=magnitude > 0)
+    logs = np.abs(x)
+    np.maximum(logs, _TINY, out=logs)
+    np.log2(logs, out=logs)
     logs *= x
     return np.negative(logs, out=logs)
 
@@ -200,7 +213,7 @@ class _WindowStats:
     bin as the reference does; ``centred`` and ``centred_norm2`` for the Pearson correlation;
     ``mean`` and ``sd``: moments of the bin index 1..L under ``pdf`` (population SD; a variance
     rounded below 0 counts as 0, where Matlab would turn complex); ``log_pdf``: log2 of ``pdf``
-    (0 for empty bins); ``entropy``: H(pdf) in bits.
+    (floored at log2(tiny) for empty bins, always multiplied by pdf); ``entropy``: H(pdf) in bits.
     """
 
     def __init__(self, scaled: np.ndarray, constant: np.ndarray):
@@ -209,7 +222,7 @@ class _WindowStats:
         self.cdf = cdf = np.empty((n_bins + 1, n_windows))
         cdf[0] = 0.0
         cdf[1] = pdf[0]
-        for i in range(1, n_bins):
+        for i in range(1, n_bins):  # row by row: contiguous, and the reference's summation order
             np.add(cdf[i], pdf[i], out=cdf[i + 1])
         self.centred = pdf - cdf[-1] / n_bins
         # A constant window's distribution is uniform: centred exactly, its correlation with
@@ -221,7 +234,7 @@ class _WindowStats:
         self.mean = index @ pdf
         variance = (index * index) @ pdf - self.mean * self.mean
         self.sd = np.sqrt(np.maximum(variance, 0.0))
-        self.log_pdf = np.log2(pdf, out=np.zeros_like(pdf), where=pdf > 0)
+        self.log_pdf = _log2_floored(pdf)  # only ever multiplied by pdf (or a product with it)
         self.entropy = -np.einsum("ij,ij->j", pdf, self.log_pdf)
 
     def subset(self, columns: np.ndarray) -> "_WindowStats":
@@ -301,8 +314,7 @@ def _pair_values(x: _WindowStats, f: _WindowStats) -> np.ndarray:
 
     marginal_sum = x.entropy + f.entropy
     # Entropy of the independent part (1 - phi) q p^T alone, in closed form ...
-    log_weight = np.log2(np.abs(weight_indep), out=np.zeros_like(weight_indep),
-                         where=weight_indep != 0)
+    log_weight = _log2_floored(np.abs(weight_indep))  # only ever multiplied by weight_indep
     joint_entropy = weight_indep * (marginal_sum - log_weight)
     # ... corrected on the segments, the only cells where the bound coupling adds mass:
     # + g(phi * mass + indep) - g(indep) with g(v) = -v log2|v|, g(indep) from the marginal logs.
