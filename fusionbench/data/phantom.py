@@ -59,7 +59,7 @@ __all__ = ["GENERATOR_VERSION", "LEVELS", "SPLITS", "MISALIGN_PRESETS", "DEFAULT
            "write_phantom_folder", "preview_grid"]
 
 #: Bump whenever the generated images change for the same parameters (invalidates caches).
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"
 
 SPLITS = ("train", "val", "test")
 _SPLIT_BASE = {"test": 0, "val": 500, "train": 1000}
@@ -75,7 +75,7 @@ MISALIGN_PRESETS: dict[str, float] = {"none": 0.0, "mild": 2.0, "moderate": 6.0,
 DEFAULT_MRI_T2: tuple[tuple[str, float], ...] = (
     ("background", 0.02), ("body", 0.30), ("brain", 0.56), ("lung", 0.05), ("heart", 0.44),
     ("liver", 0.16), ("intestines", 0.74), ("kidneys", 0.66), ("spleen", 0.33), ("spine", 0.10),
-    ("tumour", 0.36), ("vessels", 0.06),
+    ("tumour", 0.33), ("vessels", 0.06),
 )
 
 #: Optical absorption μa (1/mm) at ~800 nm per organ: scales with blood volume (whole blood
@@ -359,8 +359,9 @@ def _misalignment(cfg: PhantomConfig, rng: np.random.Generator, body: np.ndarray
 def _render_mri(cfg: PhantomConfig, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     n = cfg.size
     t2 = _lookup(cfg.mri_t2, labels)
-    # Subcutaneous fat is bright in T2w: a thin rim under the skin.
-    fat = _skin_band(labels, 0.45 / cfg.px_mm) & (labels == ORGAN_IDS["body"])
+    # Subcutaneous fat is bright in T2w: a thin rim under the skin, which also covers a
+    # subcutaneous tumour (it grows under skin and fat), so the rim does not outline it.
+    fat = _skin_band(labels, 0.45 / cfg.px_mm) & np.isin(labels, (ORGAN_IDS["body"], ORGAN_IDS["tumour"]))
     t2 = np.where(fat, max(t2.max(), 0.6), t2)
     texture = 1.0 + cfg.mri_texture * _smooth_noise(rng, (n, n), 1.5 * n / 256)
     gut = labels == ORGAN_IDS["intestines"]
