@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .io import ImageError, as_image, check_same_shape, read_image, write_image
+from .io import ImageError, as_image, as_label_map, check_same_shape, read_image, write_image
 
 #: Label ids of the organ label maps (DESIGN §3; data notes §1b). 0 is water/background.
 ORGANS: dict[int, str] = {
@@ -52,11 +52,9 @@ class Case:
         for key in ("labels_mri", "labels_pat"):
             lab = getattr(self, key)
             if lab is not None:
-                lab = np.asarray(lab)
+                lab = as_label_map(lab, f"{self.id}/{key}")
                 if lab.shape != shape:
                     raise ImageError(f"{self.id}/{key}: shape {lab.shape} differs from image shape {shape}")
-                if not np.issubdtype(lab.dtype, np.integer):
-                    raise ImageError(f"{self.id}/{key}: label map must be integer, got {lab.dtype}")
                 setattr(self, key, lab)
         if self.flow_true is not None:
             flow = np.asarray(self.flow_true, dtype=np.float32)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ImageError", "ColourImageError", "as_image", "check_same_shape", "read_image", "read_array", "ArrayFile",
-           "normalize_intensity", "INTENSITY_MODES", "file_suffix", "file_stem", "write_image",
+__all__ = ["ImageError", "ColourImageError", "as_image", "as_mask", "as_label_map", "check_same_shape",
+           "read_image", "read_array", "ArrayFile", "normalize_intensity", "INTENSITY_MODES", "file_suffix", "file_stem", "write_image",
            "atomic_write_bytes"]
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".npy", ".jpg", ".jpeg", ".bmp")
@@ -81,6 +81,21 @@ def as_image(x, name: str | os.PathLike | None = None, *, allow_constant: bool =
     if not allow_constant and out.max() == out.min():
         raise ImageError(f"{label}constant image (all pixels {float(out.flat[0]):.4g})")
     return out
+
+
+def as_mask(x, name: str | os.PathLike | None = None) -> np.ndarray:
+    """Boolean (H, W) mask: nonzero pixels are foreground (as medpy), checked like an image."""
+    return as_image(x, name=name) > 0
+
+
+def as_label_map(x, name: str | os.PathLike | None = None) -> np.ndarray:
+    """A non-empty 2-D integer (or boolean) label map, returned unconverted; else :class:`ImageError`."""
+    arr = np.asarray(x)
+    if arr.ndim != 2 or arr.size == 0:
+        raise ImageError(f"{_label(name)}expected a non-empty 2-D (H, W) label map, got shape {arr.shape}")
+    if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
+        raise ImageError(f"{_label(name)}label map must be integer, got {arr.dtype}")
+    return arr
 
 
 def check_same_shape(**images: np.ndarray) -> None:

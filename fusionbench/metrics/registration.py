@@ -23,9 +23,8 @@ from typing import Iterable
 
 import numpy as np
 
-from ..data.io import ImageError, as_image, check_same_shape
+from ..data.io import ImageError, as_image, as_label_map, as_mask, check_same_shape
 from ..warp import check_flow, warp
-from .segmentation import _as_label_map, _as_mask
 
 __all__ = [
     "mi",
@@ -53,7 +52,7 @@ def _as_pair(x, y, mask) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _region(mask, shape: tuple[int, ...]) -> np.ndarray:
-    mask = _as_mask(mask, "mask")
+    mask = as_mask(mask, "mask")
     if mask.shape != tuple(shape):
         raise ImageError(f"mask: shape {mask.shape} differs from image shape {tuple(shape)}")
     if not mask.any():
@@ -307,8 +306,8 @@ def warped_label_dice(labels_moving, labels_fixed, flow, *,
         present after warping scores 0 and is also left out of the mean. If no scored label is
         present in the fixed map, ``"mean"`` is ``nan`` with a ``RuntimeWarning``.
     """
-    labels_moving = _as_label_map(labels_moving, "labels_moving")
-    labels_fixed = _as_label_map(labels_fixed, "labels_fixed")
+    labels_moving = as_label_map(labels_moving, "labels_moving")
+    labels_fixed = as_label_map(labels_fixed, "labels_fixed")
     check_same_shape(labels_moving=labels_moving, labels_fixed=labels_fixed)
     flow = _as_flow(flow, "flow", labels_fixed.shape)
     warped = warp(labels_moving, flow, order=0)

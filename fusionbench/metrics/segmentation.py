@@ -27,7 +27,7 @@ from typing import Callable, Iterable
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..data.io import ImageError, as_image, check_same_shape
+from ..data.io import ImageError, as_label_map, as_mask, check_same_shape
 
 __all__ = [
     "dsc",
@@ -45,14 +45,9 @@ __all__ = [
 ]
 
 
-def _as_mask(x, name: str) -> np.ndarray:
-    """Boolean (H, W) mask: nonzero pixels are foreground (``astype(bool)``, as medpy)."""
-    return as_image(x, name=name) > 0
-
-
 def _as_masks(pred, ref) -> tuple[np.ndarray, np.ndarray]:
-    pred = _as_mask(pred, "pred")
-    ref = _as_mask(ref, "ref")
+    pred = as_mask(pred, "pred")
+    ref = as_mask(ref, "ref")
     check_same_shape(pred=pred, ref=ref)
     return pred, ref
 
@@ -253,15 +248,6 @@ _BINARY_METRICS: dict[str, Callable[..., float]] = {
 }
 
 
-def _as_label_map(x, name: str) -> np.ndarray:
-    arr = np.asarray(x)
-    if arr.ndim != 2 or arr.size == 0:
-        raise ImageError(f"{name}: expected a non-empty 2-D (H, W) label map, got shape {arr.shape}")
-    if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
-        raise ImageError(f"{name}: label map must be integer, got {arr.dtype}")
-    return arr
-
-
 def per_label(metric: str | Callable[..., float], pred_labels, ref_labels,
               labels: Iterable[int] | None = None, **kw) -> dict[int, float]:
     """Apply a binary metric to each label of two integer label maps.
@@ -292,8 +278,8 @@ def per_label(metric: str | Callable[..., float], pred_labels, ref_labels,
         except KeyError:
             raise ValueError(f"unknown metric {metric!r}; expected one of "
                              f"{', '.join(_BINARY_METRICS)} or a callable") from None
-    pred_labels = _as_label_map(pred_labels, "pred_labels")
-    ref_labels = _as_label_map(ref_labels, "ref_labels")
+    pred_labels = as_label_map(pred_labels, "pred_labels")
+    ref_labels = as_label_map(ref_labels, "ref_labels")
     check_same_shape(pred_labels=pred_labels, ref_labels=ref_labels)
     if labels is None:
         present = np.union1d(np.unique(pred_labels), np.unique(ref_labels))
