@@ -33,7 +33,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from fusionbench.data import ORGAN_IDS, ORGANS
-from fusionbench.data.io import ImageError, as_image, atomic_write_bytes
+from fusionbench.data.io import ImageError, as_image, as_label_map, atomic_write_bytes
 
 __all__ = ["PRESETS", "TABLE4_ORGANS", "OrganModel", "train_unet", "predict_proba", "count_instances",
            "score_organs", "organ_table", "train_sources", "training_config"]
@@ -75,11 +75,9 @@ def _stack_images(images: Sequence, name: str) -> np.ndarray:
 def _stack_labels(labels: Sequence, shape: tuple[int, ...], n_classes: int) -> np.ndarray:
     out = []
     for i, lab in enumerate(labels):
-        lab = np.asarray(lab)
+        lab = as_label_map(lab, f"labels[{i}]")
         if lab.shape != shape:
             raise ImageError(f"labels[{i}]: shape {lab.shape} differs from image shape {shape}")
-        if not (np.issubdtype(lab.dtype, np.integer) or lab.dtype == bool):
-            raise ImageError(f"labels[{i}]: label map must be integer, got {lab.dtype}")
         if lab.min() < 0 or lab.max() >= n_classes:
             raise ImageError(f"labels[{i}]: label ids must lie in [0, {n_classes - 1}], got "
                              f"[{lab.min()}, {lab.max()}]")
