@@ -7,7 +7,6 @@ spec §8). Where paper and released code disagree the paper's form is the defaul
 """
 from __future__ import annotations
 
-import warnings
 from typing import Sequence
 
 import torch
@@ -58,20 +57,9 @@ def load_vgg(source: str = "auto", seed: int = 0) -> tuple[nn.Sequential, str]:
         torch.random.set_rng_state(gen_state)
         desc = f"tiny-random-vgg16/8 (seed {seed})"
     else:
-        try:
-            from fusionbench.nn.vgg import vgg16_features
-        except ImportError:  # the shared loader is not there: keep working, say so
-            if source == "imagenet":
-                raise
-            warnings.warn("fusionbench.nn.vgg is not available; using a random-weight VGG-16", RuntimeWarning,
-                          stacklevel=2)
-            gen_state = torch.random.get_rng_state()
-            torch.manual_seed(seed)
-            net = _vgg16_layout(1)
-            torch.random.set_rng_state(gen_state)
-            desc = f"random-vgg16 (seed {seed}, local fallback)"
-        else:
-            net, desc = vgg16_features(source, seed=seed)
+        from fusionbench.nn.vgg import vgg16_features
+
+        net, desc = vgg16_features(source, seed=seed)
     for p in net.parameters():
         p.requires_grad_(False)
     return net.eval(), desc
