@@ -136,8 +136,8 @@ def smoothness_loss(flow: torch.Tensor, penalty: str = "l1") -> torch.Tensor:
 
 
 def registration_loss(target: torch.Tensor, moving: torch.Tensor, flow: torch.Tensor, vgg: VGGTaps | None,
-                      *, lambda_rev: float = 0.2, lambda_pix: float = 8.0, lambda_sm: float = 10.0,
-                      penalty: str = "l1", backward_source: torch.Tensor | None = None) -> torch.Tensor:
+                      *, lambda_rev: float = 0.2, lambda_pix: float = 8.0, lambda_sm: float = 1.0,
+                      penalty: str = "l2", backward_source: torch.Tensor | None = None) -> torch.Tensor:
     """Bidirectional registration loss (paper Eq. 13-15, spec §3.6 and §6 "reg loss").
 
     ``target`` T (pseudo-MRI in the PAT frame), ``moving`` M (MRI), ``flow`` with

@@ -44,8 +44,11 @@ class PAMRFuseConfig:
     lambda_gan: float = 1.0
     lambda_rev: float = 0.2
     lambda_pix: float = 8.0
-    lambda_sm: float = 10.0
-    smooth_penalty: str = "l1"
+    # The code's smoothness (L2, weight 1), not the paper's (L1, weight 10): with the paper's form the
+    # phantom's true deformation costs more than no deformation at all, even against a perfect
+    # pseudo-MRI (loss 0.57 vs 0.21 at 128², 16 test pairs); with the code's, 0.06 vs 0.21.
+    lambda_sm: float = 1.0
+    smooth_penalty: str = "l2"
     reg_vgg: bool = True
     mu_ssim: float = 5.0
     alpha1: float = 1.0
