@@ -148,9 +148,19 @@ class Trainer:
     def load_checkpoint(self, path: Path) -> None:
         # Our own checkpoint (optimiser state, pool RNG tuples): trusted, written by save_checkpoint.
         state = torch.load(path, map_location=self.device, weights_only=False)
-        if state["config"] != self.cfg.to_dict():
+        # The schedule's length may change on resume (train longer, or stop stage I earlier), the
+        # model and losses may not; nor may stage I end before the epochs already trained in it.
+        schedule = ("epochs_stage1", "epochs_stage2")
+        saved, wanted = dict(state["config"]), self.cfg.to_dict()
+        if {k: v for k, v in saved.items() if k not in schedule} != {k: v for k, v in wanted.items()
+                                                                       if k not in schedule}:
             raise ValueError(f"{path}: checkpoint was written with a different configuration; "
                              "use another workdir or resume=False")
+        trained_stage1 = min(state["epoch"], saved["epochs_stage1"])
+        if trained_stage1 > self.cfg.epochs_stage1 or (state["epoch"] > saved["epochs_stage1"]
+                                                       and saved["epochs_stage1"] != self.cfg.epochs_stage1):
+            raise ValueError(f"{path}: checkpoint has {state['epoch']} epochs with stage I = "
+                             f"{saved['epochs_stage1']}; cannot resume with stage I = {self.cfg.epochs_stage1}")
         self.net.load_state_dict(state["net"])
         for k, o in self.opts.items():
             o.load_state_dict(state["opts"][k])
@@ -353,6 +363,10 @@ class _Progress:
                                           losses="")
             self._epoch = epoch
         self.bar.update(self.task, completed=step, losses=" ".join(f"{k} {v:.4g}" for k, v in log.items()))
+        if not self.bar.console.is_terminal and (step % 10 == 0 or step == steps):
+            # A log file gets plain lines (rich only draws the bar on a terminal).
+            print(f"epoch {epoch + 1}/{self.epochs} (stage {stage}) step {step}/{steps} "
+                  + " ".join(f"{k} {v:.4g}" for k, v in log.items()), flush=True)
 
     def close(self):
         if self.bar is not None:

@@ -67,7 +67,18 @@ def test_checkpoint_of_another_config_is_refused(tmp_path):
     cases = _cases(n=2)
     fit_pamrfuse(cases, tmp_path, preset="tiny", device="cpu", progress=False, epochs=(1, 0))
     with pytest.raises(ValueError, match="different configuration"):
+        fit_pamrfuse(cases, tmp_path, preset="tiny", device="cpu", progress=False, epochs=(1, 0), lr_mlr=1e-2)
+
+
+def test_resume_may_change_the_schedule_length_only(tmp_path):
+    cases = _cases(n=2)
+    fit_pamrfuse(cases, tmp_path, preset="tiny", device="cpu", progress=False, epochs=(2, 0))
+    # Stage I cannot end before the two epochs already trained in it.
+    with pytest.raises(ValueError, match="cannot resume with stage I = 1"):
         fit_pamrfuse(cases, tmp_path, preset="tiny", device="cpu", progress=False, epochs=(1, 1))
+    _, prov = fit_pamrfuse(cases, tmp_path, preset="tiny", device="cpu", progress=False, epochs=(2, 1))
+    hist = json.loads((tmp_path / "history.json").read_text())
+    assert prov["epochs"] == 3 and [h["stage"] for h in hist] == [1, 1, 2]
 
 
 @pytest.mark.parametrize("ablation", ["wo_p2m_mlr", "wo_feedback", "wo_two_stage"])
