@@ -4,7 +4,8 @@ import torch
 from skimage import data, transform
 
 from baselines.registration.mi_bspline import MIBSpline, transform_to_flow
-from baselines.registration.voxelmorph import (VoxelMorph, VxmDense, expected_vxm_parameters, gradient_loss,
+from baselines.registration.voxelmorph import (VoxelMorph, VxmDense, body_region, expected_vxm_parameters, gradient_loss,
+                                               parzen_mi_loss,
                                                local_ncc_loss, parameter_count)
 from fusionbench.methods import create_method, list_methods
 from fusionbench.warp import warp
@@ -87,3 +88,60 @@ def test_local_ncc_loss_is_minus_one_for_proportional_images():
     a = torch.from_numpy(rng.random((1, 1, 24, 24)).astype(np.float32))
     assert float(local_ncc_loss(a, 3 * a)) == pytest.approx(-1.0, abs=1e-3)
     assert float(local_ncc_loss(a, torch.from_numpy(rng.random((1, 1, 24, 24)).astype(np.float32)))) > -0.2
+
+
+def _halves(axis):
+    img = torch.zeros(1, 1, 16, 16)
+    if axis == 0:
+        img[..., 8:, :] = 1.0
+    else:
+        img[..., :, 8:] = 1.0
+    return img
+
+
+def test_parzen_mi_of_two_level_images_by_hand():
+    # Identical half/half binary images: two equiprobable joint states, MI = ln 2 (the Parzen
+    # windows at 0 and 1 do not overlap at 32 bins); orthogonal halves are independent, MI = 0.
+    top_bottom, left_right = _halves(0), _halves(1)
+    assert float(parzen_mi_loss(top_bottom, top_bottom)) == pytest.approx(-np.log(2), abs=1e-6)
+    assert float(parzen_mi_loss(top_bottom, left_right)) == pytest.approx(0.0, abs=1e-6)
+    # Inside the left half only, left_right is constant: no shared information there.
+    left = 1.0 - left_right
+    assert float(parzen_mi_loss(top_bottom, left_right, mask=left)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_body_region_is_the_dilated_body():
+    img = np.zeros((64, 64), np.float32)
+    rr, cc = np.ogrid[:64, :64]
+    disk = (rr - 32) ** 2 + (cc - 32) ** 2 <= 10 ** 2
+    img[disk] = 0.8
+    region = body_region(img, margin=3)
+    assert region[disk].all()
+    # the 3-pixel dilation (cross-shaped structuring element, iterated) reaches radius 13 on the axes
+    assert region[32, 32 + 13] and not region[32, 32 + 14]
+    assert body_region(np.zeros((8, 8), np.float32)).all()  # constant image: everything
+
+
+def test_voxelmorph_learns_a_translation_within_half_a_pixel():
+    # Same-modality pairs (NCC) of smooth textures shifted by random sub-pixel translations.
+    rng = np.random.default_rng(0)
+    from scipy import ndimage
+    from fusionbench.data import Case
+
+    def texture():
+        t = ndimage.gaussian_filter(rng.random((64, 64)), 2.5)
+        return ((t - t.min()) / (t.max() - t.min())).astype(np.float32)
+
+    cases = []
+    for i in range(24):
+        img = texture()
+        moved, _ = _translated(img, *rng.uniform(-2.5, 2.5, 2))
+        cases.append(Case(id=f"t{i}", pat=moved, mri=img))
+    vm = VoxelMorph(loss="ncc", size=64, steps=300, batch=4, lr=2e-3, weights=None, device="cpu")
+    vm._train(cases)
+    img = texture()
+    moved, flow_true = _translated(img, 1.6, -1.2)
+    flow = vm.predict_flow(moved, img)
+    inner = (slice(16, 48), slice(16, 48))
+    err = np.hypot(flow[0][inner] - 1.6, flow[1][inner] + 1.2)
+    assert err.mean() < 0.5

@@ -137,41 +137,83 @@ def local_ncc_loss(a: torch.Tensor, b: torch.Tensor, window: int = 9, eps: float
     return -(cross * cross / (var_a * var_b + eps)).mean()
 
 
-def similarity_loss(kind: str):
-    if kind == "mi":
-        from monai.losses import GlobalMutualInformationLoss
+def parzen_mi_loss(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None, bins: int = 32
+                   ) -> torch.Tensor:
+    """Negative mutual information of (B, 1, H, W) images in [0, 1] from a soft joint histogram.
 
-        mi = GlobalMutualInformationLoss(kernel_type="b-spline", num_bins=32)
-        return lambda warped, fixed: mi(warped, fixed)
+    Each intensity votes into ``bins`` Gaussian Parzen windows (width one bin spacing; Viola &
+    Wells 1997, Mattes et al. 2003), weighted by ``mask`` so that only the region around the body
+    counts: on the phantom the water around the body is flat in both modalities and dominates an
+    unmasked histogram. Mean over the batch; in nats.
+    """
+    batch = a.shape[0]
+    a, b = a.reshape(batch, -1, 1).clamp(0, 1), b.reshape(batch, -1, 1).clamp(0, 1)
+    m = torch.ones_like(a) if mask is None else mask.reshape(batch, -1, 1).to(a.dtype)
+    centres = torch.linspace(0, 1, bins, device=a.device, dtype=a.dtype).view(1, 1, -1)
+    width = 1.0 / (bins - 1)
+
+    def votes(x):
+        w = torch.exp(-0.5 * ((x - centres) / width) ** 2)
+        return w / w.sum(2, keepdim=True)
+
+    joint = torch.bmm((votes(a) * m).transpose(1, 2), votes(b)) / m.sum(1, keepdim=True).clamp_min(1.0)
+    pa, pb = joint.sum(2, keepdim=True), joint.sum(1, keepdim=True)
+    return -(joint * torch.log((joint + 1e-10) / (pa * pb + 1e-10))).sum((1, 2)).mean()
+
+
+def body_region(fixed: np.ndarray, margin: int = 10) -> np.ndarray:
+    """The fixed (MRI) image's body, Otsu-thresholded, filled and dilated by ``margin`` pixels."""
+    from scipy import ndimage as ndi
+    from skimage.filters import threshold_otsu
+
+    if np.ptp(fixed) == 0:
+        return np.ones(fixed.shape, bool)
+    body = ndi.binary_fill_holes(fixed > threshold_otsu(fixed))
+    return ndi.binary_dilation(body, iterations=margin) if margin else body
+
+
+def similarity_loss(kind: str):
+    """``(warped, fixed, region) -> loss`` for ``kind`` in mi (masked Parzen MI), ncc, mse."""
+    if kind == "mi":
+        return parzen_mi_loss
     if kind == "ncc":
-        return local_ncc_loss
+        return lambda warped, fixed, region: local_ncc_loss(warped, fixed)
     if kind == "mse":
-        return F.mse_loss
+        return lambda warped, fixed, region: F.mse_loss(warped, fixed)
     raise ValueError(f"unknown similarity loss {kind!r} (expected 'mi', 'ncc' or 'mse')")
 
 
-def _batch(cases: Sequence[Any], idx: np.ndarray, moving_of, rng: np.random.Generator):
-    mov = np.stack([moving_of(cases[i]) for i in idx])[:, None]
-    fix = np.stack([cases[i].mri for i in idx])[:, None]
-    # Flips and quarter turns: the phantom's anatomy has no preferred orientation for registration.
-    k = int(rng.integers(4))
-    flip = bool(rng.integers(2))
-    mov, fix = np.rot90(mov, k, axes=(2, 3)), np.rot90(fix, k, axes=(2, 3))
-    if flip:
-        mov, fix = mov[..., ::-1], fix[..., ::-1]
-    return torch.from_numpy(np.ascontiguousarray(mov)), torch.from_numpy(np.ascontiguousarray(fix))
+def _resample(img: np.ndarray, size: int) -> torch.Tensor:
+    """(H, W) -> (1, size, size) float32 tensor, area-averaged (no-op at the same size)."""
+    t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None]
+    if t.shape[-2:] != (size, size):
+        t = F.interpolate(t, size=(size, size), mode="area")
+    return t[0]
+
+
+def _augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    # Flips and quarter turns of the whole batch (all channels alike): no preferred orientation.
+    k, flip = int(rng.integers(4)), bool(rng.integers(2))
+    x = torch.rot90(x, k, dims=(2, 3))
+    return torch.flip(x, dims=(3,)) if flip else x
 
 
 class _LearnedRegistration(RegistrationMethod):
-    """Shared fit/register logic of VoxelMorph-style registration methods."""
+    """Shared fit/register logic of VoxelMorph-style registration methods.
+
+    The network works at ``size``² (inputs area-resampled, the flow bilinearly resized back and
+    its values scaled), so one set of weights serves any input size and CPU training stays cheap.
+    """
 
     trainable = True
     weights_name = ""
 
     def __init__(self, loss: str = "mi", smooth: float = 1.0, steps: int = 1500, batch: int = 4,
-                 lr: float = 1e-3, integration_steps: int = 7, seed: int = 0, device: str = "auto",
-                 weights: str | None = "shipped"):
+                 lr: float = 1e-3, integration_steps: int = 7, size: int = 128, smooth_moving: float = 0.0,
+                 seed: int = 0, device: str = "auto", weights: str | None = "shipped"):
+        similarity_loss(loss)  # fail early on an unknown loss
         self.loss, self.smooth, self.steps, self.batch, self.lr = loss, smooth, steps, batch, lr
+        self.size, self.smooth_moving = int(size), float(smooth_moving)
         self.seed, self.weights = seed, weights
         self.device = str(resolve_device(device))
         seed_everything(seed)
@@ -183,9 +225,22 @@ class _LearnedRegistration(RegistrationMethod):
         elif weights not in (None, "shipped", "none"):
             self._load(Path(weights))
 
-    # The image that is moved during training and registration (PAT, or pseudo-MRI for P2M+VM).
-    def moving_image(self, case_or_pat):
-        return case_or_pat.pat if hasattr(case_or_pat, "pat") else case_or_pat
+    def network_input(self, moving: np.ndarray) -> np.ndarray:
+        """The moving image as the network sees it at ``size``² (P2M+VM: the pseudo-MRI)."""
+        if self.smooth_moving:
+            from scipy import ndimage as ndi
+
+            moving = ndi.gaussian_filter(moving, self.smooth_moving)
+        return _resample(moving, self.size)[0].numpy()
+
+    def _pairs(self, movings: Sequence[np.ndarray], fixeds: Sequence[np.ndarray]) -> torch.Tensor:
+        """(N, 3, size, size): network moving input, fixed image, similarity region."""
+        out = []
+        for mov, fix in zip(movings, fixeds):
+            fix_s = _resample(fix, self.size)
+            region = _resample(body_region(fix).astype(np.float32), self.size)
+            out.append(torch.cat([torch.from_numpy(self.network_input(mov))[None], fix_s, region]))
+        return torch.stack(out)
 
     def shipped_path(self) -> Path:
         return WEIGHTS_DIR / f"{self.weights_name}.pt"
@@ -197,7 +252,7 @@ class _LearnedRegistration(RegistrationMethod):
 
     def train_config(self) -> dict[str, Any]:
         return {"loss": self.loss, "smooth": self.smooth, "steps": self.steps, "batch": self.batch,
-                "lr": self.lr, "seed": self.seed}
+                "lr": self.lr, "size": self.size, "smooth_moving": self.smooth_moving, "seed": self.seed}
 
     def needs_training(self, cases: Sequence[Any]) -> bool:
         """False when the loaded weights (shipped or cached) were trained on exactly these cases."""
@@ -219,7 +274,7 @@ class _LearnedRegistration(RegistrationMethod):
         if cache.exists():
             self._load(cache)
             return self.provenance
-        history = self._train(cases, cfg, progress)
+        history = self._train(cases, progress)
         save_weights(cache, self.net.state_dict(), {
             "method": self.name, "train_data_hash": data_hash, "n_cases": len(cases), "config": cfg,
             "loss_first": history[0], "loss_last": float(np.mean(history[-50:])),
@@ -227,20 +282,21 @@ class _LearnedRegistration(RegistrationMethod):
         self._load(cache)
         return self.provenance
 
-    def _train(self, cases, cfg, progress=None) -> list[float]:
+    def _train(self, cases, progress=None) -> list[float]:
         device = torch.device(self.device)
-        gen_rng = np.random.default_rng(self.seed)
+        rng = np.random.default_rng(self.seed)
         seed_everything(self.seed)
+        data = self._pairs([c.pat for c in cases], [c.mri for c in cases])
         net = self.net.to(device).train()
         sim = similarity_loss(self.loss)
         opt = torch.optim.Adam(net.parameters(), lr=self.lr)
         history = []
         for step in range(self.steps):
-            idx = gen_rng.choice(len(cases), size=min(self.batch, len(cases)), replace=False)
-            mov, fix = _batch(cases, idx, self.moving_image, gen_rng)
-            mov, fix = mov.to(device), fix.to(device)
+            idx = rng.choice(len(cases), size=min(self.batch, len(cases)), replace=False)
+            x = _augment(data[idx], rng).to(device)
+            mov, fix, region = x[:, :1], x[:, 1:2], x[:, 2:3]
             warped, flow = net(mov, fix)
-            loss = sim(warped, fix) + self.smooth * gradient_loss(flow)
+            loss = sim(warped, fix, region) + self.smooth * gradient_loss(flow)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -252,18 +308,25 @@ class _LearnedRegistration(RegistrationMethod):
 
     @torch.no_grad()
     def predict_flow(self, moving: np.ndarray, fixed: np.ndarray) -> np.ndarray:
+        """The displacement (2, H, W) at the inputs' size with ``warp(moving, flow)`` ≈ ``fixed``."""
         device = torch.device(self.device)
         net = self.net.to(device)
-        m = torch.from_numpy(moving)[None, None].to(device)
-        f = torch.from_numpy(fixed)[None, None].to(device)
-        return net.flow(m, f)[0].cpu().numpy().astype(np.float32)
+        x = self._pairs([moving], [fixed]).to(device)
+        flow = net.flow(x[:, :1], x[:, 1:2])
+        h, w = fixed.shape
+        if (h, w) != (self.size, self.size):
+            # Area resampling puts pixel centres at (i + 0.5) * h / size - 0.5: align_corners=False.
+            flow = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False)
+            flow = flow * torch.tensor([h / self.size, w / self.size], device=device,
+                                       dtype=flow.dtype).view(1, 2, 1, 1)
+        return flow[0].cpu().numpy().astype(np.float32)
 
     def register(self, moving, fixed):
         from fusionbench.warp import warp
 
         moving, fixed = as_image(moving, "moving"), as_image(fixed, "fixed")
         check_same_shape(moving=moving, fixed=fixed)
-        flow = self.predict_flow(self.moving_image(moving), fixed)
+        flow = self.predict_flow(moving, fixed)
         return warp(moving, flow), flow
 
 
@@ -271,6 +334,54 @@ class _LearnedRegistration(RegistrationMethod):
                  reference="Balakrishnan et al., IEEE TMI 38(8) 2019 (VxmDense, MI similarity for PAT->MRI)")
 class VoxelMorph(_LearnedRegistration):
     weights_name = "voxelmorph_phantom"
+
+
+@register_method("p2m+vm", kind="registration",
+                 reference="Zhong et al. 2024, Table 1 (P2M+VM): PAMRFuse+'s P2M, then VoxelMorph "
+                           "(Balakrishnan et al. 2019) between pseudo-MRI and MRI with local NCC")
+class P2MVoxelMorph(_LearnedRegistration):
+    """P2M then VoxelMorph: the PAT becomes a pseudo-MRI, registered mono-modally to the MRI.
+
+    The pseudo-MRI comes from the P2M generator of the shipped PAMRFuse+ weights (``p2m_preset``),
+    run at that preset's training resolution, which is also VoxelMorph's working size. The flow
+    found between pseudo-MRI and MRI (local NCC, 9×9) is applied to the PAT itself. The weights'
+    configuration records a digest of the P2M weights, so new PAMRFuse+ weights mean a new fit.
+    """
+
+    weights_name = "p2m_vm_phantom"
+
+    def __init__(self, loss: str = "ncc", p2m_preset: str = "lite", **kwargs: Any):
+        from pamrfuse.presets import get_config
+
+        self.p2m_preset = p2m_preset
+        self._generator = None
+        kwargs.setdefault("size", get_config(p2m_preset).size)
+        super().__init__(loss=loss, **kwargs)
+
+    def _p2m_weights(self) -> Path:
+        from pamrfuse.method import WEIGHTS_DIR as PAMRFUSE_WEIGHTS
+
+        path = PAMRFUSE_WEIGHTS / f"pamrfuse_{self.p2m_preset}.pt"
+        if not path.exists():
+            raise FileNotFoundError(f"p2m+vm needs the PAMRFuse+ {self.p2m_preset!r} weights for its P2M "
+                                    f"generator: {path} is missing (train them with `fusionbench fit pamrfuse+`)")
+        return path
+
+    def train_config(self) -> dict[str, Any]:
+        digest = hashlib.sha256(self._p2m_weights().read_bytes()).hexdigest()[:12]
+        return {**super().train_config(), "p2m_preset": self.p2m_preset, "p2m_weights": digest}
+
+    def needs_training(self, cases: Sequence[Any]) -> bool:
+        return super().needs_training(cases) or self.provenance.get("config") != self.train_config()
+
+    def network_input(self, moving: np.ndarray) -> np.ndarray:
+        from pamrfuse.method import load_shipped_model
+        from pamrfuse.p2m import translate
+
+        if self._generator is None:
+            self._p2m_weights()
+            self._generator = load_shipped_model(self.p2m_preset).p2m.g_pm
+        return translate(super().network_input(moving), self._generator, device=self.device)
 
 
 def parameter_count(module: nn.Module) -> int:
@@ -296,5 +407,6 @@ def expected_vxm_parameters(enc=(16, 32, 32, 32), dec=(32, 32, 32, 32), final=(3
     return total + conv(prev, 2)
 
 
-__all__ = ["VxmDense", "VxmUNet", "VoxelMorph", "gradient_loss", "local_ncc_loss", "expected_vxm_parameters",
+__all__ = ["VxmDense", "VxmUNet", "VoxelMorph", "P2MVoxelMorph", "gradient_loss", "local_ncc_loss", "parzen_mi_loss",
+           "body_region", "similarity_loss", "expected_vxm_parameters",
            "parameter_count"]
