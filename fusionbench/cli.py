@@ -139,7 +139,7 @@ def load_tasks() -> dict[str, object]:
     return {ep.name: ep.load() for ep in entry_points(group=TASK_GROUP)}
 
 
-def _run_task_evaluations(run_dir: Path, names: str, *, preset: str, jobs, scheduler) -> None:
+def _run_task_evaluations(run_dir: Path, names: str, *, preset: str, jobs, scheduler, methods=None) -> None:
     import sys
 
     available = load_tasks()
@@ -154,10 +154,12 @@ def _run_task_evaluations(run_dir: Path, names: str, *, preset: str, jobs, sched
     for package, group in by_module.items():
         run_many = getattr(sys.modules[package], "run_tasks", None)
         if run_many is not None:
-            run_many(run_dir, tasks=group, preset=preset, jobs=jobs, scheduler=scheduler, log=console.print)
+            run_many(run_dir, tasks=group, preset=preset, jobs=jobs, scheduler=scheduler, log=console.print,
+                     **({"methods": methods} if methods else {}))
         else:
             for n in group:
-                available[n].run(run_dir, preset=preset, jobs=jobs, scheduler=scheduler, log=console.print)
+                available[n].run(run_dir, preset=preset, jobs=jobs, scheduler=scheduler, log=console.print,
+                                 **({"methods": methods} if methods else {}))
     console.print(f"tasks {', '.join(wanted)}: tables in {run_dir / 'segment'}", highlight=False)
 
 
@@ -166,11 +168,22 @@ def segment_cmd(run_dir: Path = typer.Argument(..., help="a run folder of `fusio
                 tasks: str = typer.Option("contour,organs", "--tasks", help="task evaluations NAME,..."),
                 preset: str = typer.Option("quick", "--preset", help="training preset (quick | standard)"),
                 jobs: Optional[int] = typer.Option(None, "--jobs", "-j"),
-                scheduler: Optional[str] = typer.Option(None, "--scheduler")) -> None:
+                scheduler: Optional[str] = typer.Option(None, "--scheduler"),
+                methods: Optional[str] = typer.Option(None, "--methods", "-m",
+                                                      help="only these of the run's methods (PAT and MRI always)")
+                ) -> None:
     """Task-driven evaluation of a run's fused images (body contour, organs: paper Tables 3-4)."""
     if not (run_dir / "run.json").exists():
         _fail(f"{run_dir}: not a fusionbench run folder (no run.json)")
-    _run_task_evaluations(run_dir, tasks, preset=preset, jobs=jobs, scheduler=scheduler)
+    selected = None
+    if methods:
+        from .methods import resolve_methods
+
+        try:
+            selected = resolve_methods(methods)
+        except KeyError as exc:
+            _fail(str(exc.args[0]))
+    _run_task_evaluations(run_dir, tasks, preset=preset, jobs=jobs, scheduler=scheduler, methods=selected)
 
 
 @app.command("list")

@@ -27,10 +27,11 @@ class SegmentationTask:
     description: str
 
     def run(self, run_dir, *, preset: str = "quick", jobs: int | None = None, scheduler: str | None = None,
-            log=None) -> dict[str, Any]:
+            log=None, methods=None) -> dict[str, Any]:
         from .task import run_tasks
 
-        return run_tasks(run_dir, tasks=(self.name,), preset=preset, jobs=jobs, scheduler=scheduler, log=log)
+        return run_tasks(run_dir, tasks=(self.name,), preset=preset, jobs=jobs, scheduler=scheduler, log=log,
+                         methods=methods)
 
 
 contour_task = SegmentationTask("contour", "Body-contour segmentation by polar graph search (Table 3)")

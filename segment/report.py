@@ -62,7 +62,7 @@ def write_organ_tables(dsc: pd.DataFrame, instances: pd.DataFrame, out_dir: Path
     md = ["### Multi-organ segmentation DSC (%) (paper Table 4)", "",
           "| " + " | ".join(head) + " |", "|" + "|".join([":---"] + [":---:"] * len(dsc.columns)) + "|"]
     tex = [r"\begin{table}[t]", r"\centering",
-           r"\caption{Multi-organ segmentation DSC (\%), mean over test images; / = never found.}",
+           r"\caption{Multi-organ segmentation DSC (\%), mean over the test images that contain the organ; / = never found.}",
            r"\label{tab:organs}", r"\begin{tabular}{l" + "c" * len(dsc.columns) + "}", r"\toprule",
            " & ".join(head) + r" \\", r"\midrule"]
     for src in dsc.index:
@@ -74,8 +74,9 @@ def write_organ_tables(dsc: pd.DataFrame, instances: pd.DataFrame, out_dir: Path
             tex_row.append(rf"\textbf{{{text}}}" if bold else text)
         md.append("| " + " | ".join(md_row) + " |")
         tex.append(" & ".join(tex_row) + r" \\")
-    md += ["", "_Mean DSC over the test images where the organ is in the reference or the prediction; "
-           "/ = the model never predicts it (or it never occurs); body = the whole animal._"]
+    md += ["", "_Mean DSC over the test images whose reference contains the organ (images where it is "
+           "predicted but absent: `*_false_pos_images` in organ_instances.csv); / = never predicted on "
+           "those images (or it never occurs); body = the whole animal._"]
     tex += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     texts[".md"] = "\n".join(md) + "\n"
     texts[".tex"] = "\n".join(tex) + "\n"

@@ -92,12 +92,17 @@ def test_run_with_contour_task_writes_table_3(tmp_path, monkeypatch):
     monkeypatch.setenv("FUSIONBENCH_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "t"
     result = runner.invoke(app, ["run", "--dataset", "phantom:n=4,size=64", "--registration", "identity",
-                                 "--jobs", "1", "--metrics", "SF", "--methods", "average", "--out", str(out),
-                                 "--tasks", "contour"])
+                                 "--jobs", "1", "--metrics", "SF", "--methods", "average,maximum", "--out",
+                                 str(out), "--tasks", "contour"])
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out / "segment" / "contour.csv").set_index("method")
-    assert set(table.index) == {"PAT", "MRI", "average"}
+    assert set(table.index) == {"PAT", "MRI", "average", "maximum"}
     assert table.loc["MRI", "dsc_mean"] > 95 and table.loc["PAT", "dsc_mean"] > 70
+    # `segment --methods` evaluates only the named methods (the sources PAT and MRI always).
+    again = runner.invoke(app, ["segment", str(out), "--tasks", "contour", "--methods", "average", "--jobs", "1"])
+    assert again.exit_code == 0, again.output
+    table = pd.read_csv(out / "segment" / "contour.csv").set_index("method")
+    assert set(table.index) == {"PAT", "MRI", "average"}
     unknown = runner.invoke(app, ["segment", str(out), "--tasks", "nope"])
     assert unknown.exit_code == 2 and "unknown task(s) nope" in unknown.output
     not_a_run = runner.invoke(app, ["segment", str(tmp_path)])

@@ -1,4 +1,5 @@
-"""Organ segmentation: metrics on hand-built masks, "/" rules, tiny fits, identical per-source budgets."""
+"""Organ segmentation: metrics on hand-built masks, "/" rules, the training recipe on tiny data,
+identical per-source budgets."""
 import json
 
 import numpy as np
@@ -6,8 +7,8 @@ import pytest
 
 from fusionbench.data import ORGAN_IDS
 from fusionbench.data.io import ImageError
-from segment.organs import (OrganModel, count_instances, organ_table, score_organs, train_sources,
-                            training_config)
+from segment.organs import (PRESETS, OrganModel, centre_window, class_weights, count_instances, organ_table,
+                            predict_proba, score_organs, train_sources, train_unet, training_config)
 
 K, SP, LV = ORGAN_IDS["kidneys"], ORGAN_IDS["spleen"], ORGAN_IDS["liver"]
 
@@ -60,6 +61,27 @@ def test_organ_table_prints_slash_for_organs_never_found():
     assert inst.at["good", ("kidneys", "ref")] == 4 and inst.at["never", ("kidneys", "pred")] == 0
 
 
+def test_organ_table_averages_over_images_holding_the_organ():
+    ref = _two_kidneys()
+    no_kidney = ref.copy()
+    no_kidney[no_kidney == K] = 1
+    stray = no_kidney.copy()
+    stray[30, 30] = K  # one hallucinated kidney pixel on a slice without kidneys
+    rows = {"s": score_organs([ref, stray, stray], [ref, no_kidney, no_kidney], organs=("kidneys",))}
+    by_ref, inst = organ_table(rows, organs=("kidneys",))
+    assert by_ref.at["s", "kidneys"] == pytest.approx(100.0)      # the one slice that holds kidneys
+    assert inst.at["s", ("kidneys", "false_pos_images")] == 2     # the strays are counted, not averaged
+    either, _ = organ_table(rows, organs=("kidneys",), over="either")
+    assert either.at["s", "kidneys"] == pytest.approx(100.0 / 3)  # 100, 0, 0
+    # Predicted only where absent: "/" over the reference images, 0 over either.
+    rows = {"s": score_organs([stray], [no_kidney], organs=("kidneys",)) +
+            score_organs([no_kidney], [ref], organs=("kidneys",), case_ids=["1"])}
+    assert np.isnan(organ_table(rows, organs=("kidneys",))[0].at["s", "kidneys"])
+    assert organ_table(rows, organs=("kidneys",), over="either")[0].at["s", "kidneys"] == 0.0
+    with pytest.raises(ValueError, match="over must be"):
+        organ_table(rows, over="pred")
+
+
 def test_score_organs_rejects_mismatched_inputs():
     with pytest.raises(ValueError, match="predictions"):
         score_organs([np.zeros((4, 4), int)], [])
@@ -67,12 +89,34 @@ def test_score_organs_rejects_mismatched_inputs():
         score_organs([np.zeros((4, 4), int)], [np.zeros((5, 4), int)])
 
 
+def test_class_weights_are_square_root_median_frequency():
+    # Pixel counts 100, 25, 0, 4: median of the present classes 25, raw weights 0.5, 1, -, 2.5,
+    # mean 4/3 -> 0.375, 0.75, 0 (absent), 1.875.
+    labels = np.repeat([0, 1, 3], [100, 25, 4])
+    assert class_weights(labels, 4) == pytest.approx([0.375, 0.75, 0.0, 1.875])
+    assert class_weights(np.full(10, 2), 3) == pytest.approx([0.0, 0.0, 1.0])
+    with pytest.raises(ValueError, match="label ids"):
+        class_weights(np.array([0, 4]), 4)
+    with pytest.raises(ValueError, match="integer"):
+        class_weights(np.array([0.5]), 4)
+
+
+def test_centre_window_takes_the_same_central_pixels():
+    stack = np.arange(2 * 7 * 6).reshape(2, 7, 6)
+    win = centre_window(stack, 4)
+    assert win.shape == (2, 4, 4)
+    assert np.array_equal(win[1], stack[1, 1:5, 1:5])   # (7 - 4) // 2 = 1, (6 - 4) // 2 = 1
+    assert centre_window(stack, None) is stack
+    with pytest.raises(ImageError, match="does not fit"):
+        centre_window(stack, 7)
+
+
 def _tiny_data(n=6, seed=0, size=32):
     rng = np.random.default_rng(seed)
     images, labels = [], []
     for _ in range(n):
         lab = np.zeros((size, size), np.int64)
-        r, c = rng.integers(8, size - 8, size=2)
+        r, c = rng.integers(11, size - 11, size=2)
         lab[r - 6:r + 6, c - 6:c + 6] = 1
         lab[r - 2:r + 3, c - 2:c + 3] = LV
         img = 0.05 + 0.4 * (lab == 1) + 0.9 * (lab == LV) + 0.02 * rng.standard_normal((size, size))
@@ -81,7 +125,8 @@ def _tiny_data(n=6, seed=0, size=32):
     return images, labels
 
 
-TINY = {"epochs": 3, "size": 32, "channels": (4, 8), "strides": (2,), "batch_size": 3, "lr": 1e-2}
+# The recipe of the presets at toy scale: a 24² centre window of 32² images, 16² patches.
+TINY = {"steps": 3, "size": 24, "patch": 16, "channels": (4, 8), "strides": (2,), "batch_size": 3, "lr": 1e-2}
 
 
 def test_tiny_fit_lowers_the_loss_and_predicts_label_maps(tmp_path):
@@ -89,12 +134,62 @@ def test_tiny_fit_lowers_the_loss_and_predicts_label_maps(tmp_path):
 
     torch.set_num_threads(1)
     images, labels = _tiny_data()
-    model = OrganModel.create("MRI", "quick", **{**TINY, "epochs": 6}).fit(images, labels, tmp_path)
-    assert model.losses[-1] < model.losses[0]
+    model = OrganModel.create("MRI", "quick", **{**TINY, "steps": 40}).fit(images, labels, tmp_path)
+    assert len(model.losses) == 40 and model.record["steps_run"] == 40
+    assert np.mean(model.losses[-5:]) < np.mean(model.losses[:5])
+    # Intensities are z-scored with the statistics of the training windows, stored with the model.
+    windows = centre_window(np.stack(images), 24)
+    assert model.record["intensity_mean"] == pytest.approx(windows.mean(), rel=1e-5)
+    assert model.record["intensity_std"] == pytest.approx(windows.std() + 1e-6, rel=1e-5)
+    assert model.record["labels_outside_window"] == 0.0  # the bodies lie inside the window
     pred = model.predict(images[:2])
     assert pred[0].shape == (32, 32) and pred[0].dtype == np.uint8
+    assert not pred[0][:4].any() and not pred[0][:, 28:].any()  # outside the window: background
     loaded = OrganModel.load(tmp_path)
+    assert loaded.config == model.config
     assert np.array_equal(loaded.predict(images[:2])[0], pred[0])
+
+
+def test_predict_proba_is_the_softmax_of_the_normalised_window():
+    import torch
+
+    torch.set_num_threads(1)
+    images, labels = _tiny_data(n=4)
+    # Patch = whole window: one sliding window, so the blend must equal a plain forward pass.
+    model, losses = train_unet(images, labels, channels=(4, 8), steps=2, size=24, patch=None, batch_size=2)
+    prob = predict_proba(model, images[:2])
+    assert prob.shape == (2, 12, 32, 32)
+    assert np.allclose(prob.sum(axis=1), 1.0, atol=1e-5)
+    info = model.fb_inference
+    z = (centre_window(np.stack(images[:2]), 24) - info["mean"]) / info["std"]
+    with torch.no_grad():
+        direct = torch.softmax(model(torch.from_numpy(z[:, None].astype(np.float32))), 1).numpy()
+    assert np.allclose(centre_window(prob, 24), direct, atol=1e-5)
+    assert np.all(prob[:, 0, :4] == 1.0)  # above the window: certain background
+
+
+def test_same_seed_and_data_give_the_same_training():
+    import torch
+
+    torch.set_num_threads(1)
+    images, labels = _tiny_data(n=4)
+    kw = {"channels": (4, 8), "steps": 3, "size": 24, "patch": 16, "batch_size": 2}
+    _, a = train_unet(images, labels, **kw)
+    _, b = train_unet(images, labels, **kw)
+    _, c = train_unet(images, labels, **kw, seed=1)
+    assert a == b and a != c
+
+
+def test_train_unet_rejects_bad_budgets_and_windows():
+    images, labels = _tiny_data(n=2)
+    with pytest.raises(ValueError, match="exactly one of steps and epochs"):
+        train_unet(images, labels, steps=2, epochs=1)
+    with pytest.raises(ImageError, match="does not fit"):
+        train_unet(images, labels, steps=1, size=40)
+    with pytest.raises(ValueError, match="multiple of 2"):
+        train_unet(images, labels, channels=(4, 8), steps=1, patch=15)
+    with pytest.raises(ImageError, match="label ids"):
+        train_unet(images, [np.full((32, 32), 12)] * 2, steps=1)
 
 
 def test_every_source_trains_with_identical_seed_and_budget(tmp_path):
@@ -104,20 +199,43 @@ def test_every_source_trains_with_identical_seed_and_budget(tmp_path):
     data = {"PAT": _tiny_data(seed=1), "MRI": _tiny_data(seed=2), "average": _tiny_data(seed=3)}
     models = train_sources(data, tmp_path, "quick", jobs=1, **TINY)
     configs = {s: json.loads((tmp_path / s / "config.json").read_text()) for s in data}
-    per_source = {"source", "train_hash", "losses", "seconds", "torch_threads"}
+    per_source = {"source", "train_hash", "losses", "seconds", "torch_threads", "intensity_mean", "intensity_std",
+                  "class_weights"}
     shared = [{k: v for k, v in c.items() if k not in per_source} for c in configs.values()]
     assert shared[0] == shared[1] == shared[2]
-    assert shared[0]["seed"] == 0 and shared[0]["epochs"] == 3 and shared[0]["preset"] == "quick"
-    assert len({c["train_hash"] for c in configs.values()}) == 3  # the images do differ
+    assert shared[0]["seed"] == 0 and shared[0]["steps"] == 3 and shared[0]["preset"] == "quick"
+    assert shared[0]["steps_run"] == 3 and shared[0]["window"] == [16, 16] and shared[0]["n_train"] == 6
+    assert shared[0]["channels"] == [4, 8] and shared[0]["size"] == 24
+    assert len({c["train_hash"] for c in configs.values()}) == 3  # the images do differ ...
+    assert len({c["intensity_mean"] for c in configs.values()}) == 3  # ... and so do their statistics
     assert set(models) == set(data)
     # A second call reuses the saved models instead of training again.
     again = train_sources(data, tmp_path, "quick", jobs=1, **TINY)
     assert again["PAT"].losses == models["PAT"].losses
+    assert again["PAT"].record["seconds"] == configs["PAT"]["seconds"]
 
 
-def test_presets_share_seed_and_reject_unknown_options():
-    assert training_config("quick")["seed"] == training_config("standard")["seed"]
+def test_presets_differ_only_by_their_step_budget():
+    quick, standard = training_config("quick"), training_config("standard")
+    assert {k: v for k, v in quick.items() if k not in ("preset", "steps")} == \
+           {k: v for k, v in standard.items() if k not in ("preset", "steps")}
+    assert (quick["steps"], standard["steps"]) == (600, 1200)
+    assert (quick["size"], quick["patch"], quick["batch_size"], quick["channels"]) == (176, 112, 8, [16, 32, 64, 128])
+    assert PRESETS["quick"]["epochs"] is None
+
+
+def test_training_config_overrides():
+    by_epochs = training_config("quick", epochs=2)
+    assert (by_epochs["epochs"], by_epochs["steps"]) == (2, None)   # epochs replace the step budget
+    assert training_config("quick", size=64)["patch"] == 64         # the patch never exceeds the window
+    assert training_config("quick", channels=(4, 8, 16))["strides"] == [2, 2]
     with pytest.raises(ValueError, match="unknown preset"):
         training_config("huge")
     with pytest.raises(ValueError, match="unknown training option"):
         training_config("quick", epochz=3)
+    with pytest.raises(ValueError, match="exactly one of steps and epochs"):
+        training_config("quick", steps=10, epochs=2)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        training_config("quick", patch=100)
+    with pytest.raises(ValueError, match="strides"):
+        training_config("quick", channels=(4, 8), strides=(2, 2))
