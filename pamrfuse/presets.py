@@ -50,6 +50,11 @@ class PAMRFuseConfig:
     lambda_sm: float = 1.0
     smooth_penalty: str = "l2"
     reg_vgg: bool = True
+    # Stage I: does L_reg reach P2M through the pseudo-MRI (spec §7 item 1)? Off by default: the
+    # loss is unchanged when P2M shifts its output and MLR shifts the MRI alike, and jointly trained
+    # they drift together (lite, phantom: pseudo-MRI displaced by about (+5, -1.5) px at 128² from
+    # the anatomy, MLR flows biased by (-6, +3) px at 256², endpoint error 7.0 px vs 2.8 unregistered).
+    reg_to_p2m: bool = False
     mu_ssim: float = 5.0
     alpha1: float = 1.0
     alpha2: float = 2.0

@@ -1,7 +1,8 @@
 """Two-stage training of PAMRFuse+ (Zhong et al. 2024, §2.5; spec §5-6).
 
-Stage I (``epochs_stage1``): P2M and MLR jointly (L_pst + L_GAN + L_reg, the registration loss
-reaching the P2M generator through the pseudo-MRI, spec §7 item 1) and DFDF as an auto-encoder
+Stage I (``epochs_stage1``): P2M and MLR side by side (L_pst + L_GAN + L_reg; the registration
+loss reaches the P2M generator through the pseudo-MRI, spec §7 item 1, only with ``reg_to_p2m``:
+see :class:`~pamrfuse.presets.PAMRFuseConfig` for the drift it causes) and DFDF as an auto-encoder
 of PAT and MRI (L_PA + alpha1 L_MR + alpha2 L_decomp). Stage II (``epochs_stage2``): P2M frozen,
 MLR and DFDF (encoder, decoder, fusion layers) jointly on the registered PAT and the MRI
 (L_reg + L_int + alpha3 L_grad + alpha4 L_decomp); the fusion loss reaches the MLR through the
@@ -223,6 +224,8 @@ class Trainer:
                     loss = cfg.lambda_gan * gan + cfg.lambda_cyc * cyc
                     log.update(gan=gan.item(), cycle=cyc.item())
                     target = to_unit(fake_m).float()
+                    if not cfg.reg_to_p2m:
+                        target = target.detach()
                 out = net.register(pat, mri, target)
                 reg = self._reg_loss(out, mri, pat)
                 log["reg"] = reg.item()

@@ -137,3 +137,15 @@ def test_translate_with_trained_generator(tmp_path):
     out = translate(_cases(n=1)[0].pat, net.p2m)
     assert out.shape == (40, 40) and np.isfinite(out).all()
     assert pm.PAMRFusePlus.needs_alignment is False
+
+
+@pytest.mark.parametrize("reg_to_p2m", [False, True])
+def test_registration_loss_reaches_p2m_only_when_asked(tmp_path, reg_to_p2m):
+    # With the P2M losses weighted 0, only L_reg can move the P2M generator in stage I.
+    cfg = get_config("tiny", lambda_cyc=0.0, lambda_gan=0.0, reg_to_p2m=reg_to_p2m)
+    trainer = Trainer(cfg, tmp_path, device="cpu", progress=False)
+    before = {k: v.clone() for k, v in trainer.net.p2m.g_pm.state_dict().items()}
+    pats, mris = prepare_arrays(_cases(n=2, size=32), cfg.size)
+    trainer.step_stage1(torch.from_numpy(pats), torch.from_numpy(mris))
+    moved = not _states_equal(before, trainer.net.p2m.g_pm.state_dict())
+    assert moved == reg_to_p2m
