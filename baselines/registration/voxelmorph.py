@@ -208,8 +208,8 @@ class _LearnedRegistration(RegistrationMethod):
     trainable = True
     weights_name = ""
 
-    def __init__(self, loss: str = "mi", smooth: float = 1.0, steps: int = 1500, batch: int = 4,
-                 lr: float = 1e-3, integration_steps: int = 7, size: int = 128, smooth_moving: float = 0.0,
+    def __init__(self, loss: str = "mi", smooth: float = 1.0, steps: int = 600, batch: int = 4,
+                 lr: float = 1e-4, integration_steps: int = 7, size: int = 128, smooth_moving: float = 0.0,
                  seed: int = 0, device: str = "auto", weights: str | None = "shipped"):
         similarity_loss(loss)  # fail early on an unknown loss
         self.loss, self.smooth, self.steps, self.batch, self.lr = loss, smooth, steps, batch, lr
