@@ -4,7 +4,8 @@ import torch
 from skimage import data, transform
 
 from baselines.registration.mi_bspline import MIBSpline, transform_to_flow
-from baselines.registration.voxelmorph import (VoxelMorph, VxmDense, body_region, expected_vxm_parameters, gradient_loss,
+from baselines.registration.regions import body_region
+from baselines.registration.voxelmorph import (VoxelMorph, VxmDense, expected_vxm_parameters, gradient_loss,
                                                parzen_mi_loss,
                                                local_ncc_loss, parameter_count)
 from fusionbench.methods import create_method, list_methods

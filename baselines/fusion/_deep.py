@@ -422,12 +422,13 @@ class TrainableFusion(TorchFusion):
     def fit(self, cases: Sequence[Any], workdir, *, log: Callable[[str], None] | None = None) -> dict[str, Any]:
         """Train on ``cases`` + the natural images, cached in ``workdir`` by data hash and settings.
 
-        Weights already trained on the same data with the same settings (shipped ones included)
-        are reused without training. Returns the provenance record.
+        Loaded weights (shipped or given) already trained on the same data are kept, whatever
+        settings made them, as :meth:`needs_training` tells the harness (create the method with
+        ``weights=None`` to retrain from scratch). Returns the provenance record.
         """
         data = TrainingData(cases, natural=self.natural_images)
         cfg = self.train_config()
-        if self.provenance.get("train_data") == data.fingerprint and self.provenance.get("config") == cfg:
+        if self.provenance.get("train_data") == data.fingerprint:
             return self.provenance
         key = hashlib.sha256(json.dumps([data.fingerprint, cfg], sort_keys=True, default=str).encode())
         stem = f"{self.weights_name or self.name}-{key.hexdigest()[:12]}"

@@ -28,6 +28,8 @@ from fusionbench.methods import RegistrationMethod, register_method
 from fusionbench.nn.layers import SpatialTransformer, VecInt, resolve_device
 from fusionbench.nn.training import cases_hash, load_weights, save_weights, seed_everything
 
+from .regions import body_region
+
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 
@@ -161,17 +163,6 @@ def parzen_mi_loss(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None =
     return -(joint * torch.log((joint + 1e-10) / (pa * pb + 1e-10))).sum((1, 2)).mean()
 
 
-def body_region(fixed: np.ndarray, margin: int = 10) -> np.ndarray:
-    """The fixed (MRI) image's body, Otsu-thresholded, filled and dilated by ``margin`` pixels."""
-    from scipy import ndimage as ndi
-    from skimage.filters import threshold_otsu
-
-    if np.ptp(fixed) == 0:
-        return np.ones(fixed.shape, bool)
-    body = ndi.binary_fill_holes(fixed > threshold_otsu(fixed))
-    return ndi.binary_dilation(body, iterations=margin) if margin else body
-
-
 def similarity_loss(kind: str):
     """``(warped, fixed, region) -> loss`` for ``kind`` in mi (masked Parzen MI), ncc, mse."""
     if kind == "mi":
@@ -261,14 +252,15 @@ class _LearnedRegistration(RegistrationMethod):
     def fit(self, cases: Sequence[Any], workdir, *, progress=None) -> dict[str, Any]:
         """Train unsupervised on ``cases`` (no ground-truth flow is used); cached in ``workdir``.
 
-        Shipped weights trained on the same cases (same content hash and settings) are reused.
+        Loaded weights (shipped or given) for which :meth:`needs_training` is false are kept
+        (create the method with ``weights=None`` to retrain from scratch).
         """
         if not cases:
             raise ValueError(f"{self.name}: fit needs at least one training case")
+        if not self.needs_training(cases):
+            return self.provenance
         data_hash = cases_hash(cases)
         cfg = self.train_config()
-        if self.provenance.get("train_data_hash") == data_hash and self.provenance.get("config") == cfg:
-            return self.provenance
         cfg_hash = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:8]
         cache = Path(workdir) / f"{self.weights_name}-{data_hash}-{cfg_hash}.pt"
         if cache.exists():
@@ -408,5 +400,5 @@ def expected_vxm_parameters(enc=(16, 32, 32, 32), dec=(32, 32, 32, 32), final=(3
 
 
 __all__ = ["VxmDense", "VxmUNet", "VoxelMorph", "P2MVoxelMorph", "gradient_loss", "local_ncc_loss", "parzen_mi_loss",
-           "body_region", "similarity_loss", "expected_vxm_parameters",
+           "similarity_loss", "expected_vxm_parameters",
            "parameter_count"]
