@@ -427,7 +427,9 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunSummary:
     device = resolve_device(config.device) if any_device else "cpu"
 
     # Fusion methods that need aligned input use the shared registration; joint methods do not.
-    reg_methods = [IDENTITY] + ([registration] if registration != IDENTITY else [])
+    # Registration methods named in --methods are scored too (the registration table's rows).
+    reg_methods = list(dict.fromkeys([IDENTITY, registration]
+                                     + [n for n in names if infos[n].role == "registration"]))
     fusion_names = [n for n in names if n not in reg_methods]
     record = {"methods": fusion_names, "registration_methods": reg_methods, "registration": registration,
               "dataset": config.dataset, "dataset_fingerprint": fingerprint,
@@ -470,6 +472,7 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunSummary:
     old = _load_run_json(out) if config.resume else None
     if old:  # keep methods of earlier invocations of a resumed run in the report
         record["methods"] = list(dict.fromkeys(old.get("methods", []) + fusion_names))
+        record["registration_methods"] = list(dict.fromkeys(old.get("registration_methods", []) + reg_methods))
         record["method_configs"] = {**old.get("method_configs", {}), **record["method_configs"]}
     atomic_write_bytes(out / "run.json", _json_bytes(record))
 

@@ -254,3 +254,24 @@ def test_resume_after_sigkill_gives_the_same_tables(reference_run, tmp_path):
     build_report(ref)
     for table in ("fusion.csv", "registration.csv"):
         pd.testing.assert_frame_equal(pd.read_csv(out / "report" / table), pd.read_csv(ref / "report" / table))
+
+
+def test_registration_methods_named_in_methods_are_scored_as_registration(tmp_path, scratch_methods):
+    from fusionbench.methods import RegistrationMethod
+    from fusionbench.warp import warp
+
+    @register_method("true-flow", kind="registration", reference="test: a registration that knows the answer")
+    class TrueFlow(RegistrationMethod):
+        def register(self, moving, fixed):
+            case = next(c for c in load_dataset(SPEC, "test") if np.array_equal(c.mri, fixed))
+            return warp(moving, case.flow_true), case.flow_true
+
+    out = tmp_path / "reg"
+    run(_config(out, methods=["average", "true-flow"], metrics=["SF"]))
+    record = json.loads((out / "run.json").read_text())
+    assert record["registration_methods"] == ["identity", "true-flow"] and record["methods"] == ["average"]
+    df = load_results(out)
+    epe = df[(df["group"] == "registration") & (df["metric"] == "EPE_mean")].groupby("method")["value"].mean()
+    assert epe["true-flow"] == pytest.approx(0.0, abs=1e-9) and epe["identity"] > 0.1
+    # the fusion still ran after the shared (identity) registration
+    assert set(df.loc[df["group"] == "fusion", "method"]) == {"average"}
