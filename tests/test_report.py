@@ -109,3 +109,23 @@ def test_latex_compiles(results, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert (tmp_path / "t.pdf").stat().st_size > 0
+
+
+def test_registration_time_column_is_shown_but_not_ranked():
+    from fusionbench.report.tables import build_table, with_time_column
+
+    rows = []
+    for case in ("c1", "c2"):
+        for method, epe, sec in (("fast-bad", 3.0, 0.1), ("slow-good", 1.0, 5.0)):
+            rows.append({"method": method, "case": case, "group": "registration", "metric": "EPE_mean",
+                         "value": epe, "seconds": 0.0})
+            rows.append({"method": method, "case": case, "group": "time", "metric": "registration",
+                         "value": sec + (0.2 if case == "c2" else 0.0), "seconds": 0.0})
+    df = pd.DataFrame(rows)
+    table = with_time_column(build_table(df, "registration", "t"), df, "registration")
+    assert table.columns == ["EPE_mean", "time_registration"]
+    assert table.mean.loc["slow-good", "time_registration"] == pytest.approx(5.1)
+    assert table.std.loc["slow-good", "time_registration"] == pytest.approx(np.std([5.0, 5.2], ddof=1))
+    assert table.higher["time_registration"] is None and table.label("time_registration") == "Registration (s)"
+    # the ranking is by quality only: the slow, accurate method stays first
+    assert table.avg_rank["slow-good"] == 1.0 and table.avg_rank["fast-bad"] == 2.0

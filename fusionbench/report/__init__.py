@@ -24,7 +24,7 @@ import pandas as pd
 from ..data.io import atomic_write_bytes
 from ..results import assemble, load_failures, run_info, wilcoxon_vs_best
 from .figures import fused_grid
-from .tables import build_table, runtime_table, significance_table, to_markdown, write_table
+from .tables import build_table, runtime_table, significance_table, to_markdown, with_time_column, write_table
 
 __all__ = ["build_report"]
 
@@ -59,7 +59,9 @@ def build_report(run_dir: str | Path, *, figure_cases: int = 3) -> dict[str, lis
         df, "registration", "Registration of PAT to MRI, mean ± std over test cases",
         reg_methods + joint,
         notes=["EPE in pixels inside the body, Dice in percent, Folding as a fraction; "
-               "ground-truth columns only where the data have ground truth."])
+               "ground-truth columns only where the data have ground truth; Registration (s): "
+               "wall-clock seconds per pair in one worker, not ranked."])
+    registration_tab = with_time_column(registration_tab, df, "registration")
     runtime = runtime_table(df, reg_methods + joint + fusion_methods)
     md_parts = [f"# fusionbench report: {run_dir.name}", "",
                 f"Dataset `{info.get('dataset', '?')}` ({len(info.get('cases', []))} test cases), "

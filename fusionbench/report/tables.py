@@ -10,7 +10,7 @@ to three significant digits of its largest value (at most four decimals).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -88,6 +88,23 @@ def runtime_table(df: pd.DataFrame, methods: Sequence[str] | None = None) -> Tab
                  labels={c: _TIME_LABELS.get(c, c) for c in cols},
                  notes=["Wall-clock seconds per case in one worker; registration of fusion methods "
                         "is shared and listed under the registration method."])
+
+
+def with_time_column(table: Table, df: pd.DataFrame, stage: str) -> Table:
+    """``table`` plus the seconds per case of ``stage`` (e.g. registration) as a last column.
+
+    The column is informative only: it takes no part in the average rank and is not bolded.
+    """
+    times = df[(df["group"] == "time") & (df["metric"] == stage) & df["method"].isin(table.mean.index)]
+    if times.empty:
+        return table
+    by_method = times.groupby("method")["value"]
+    col = f"time_{stage}"
+    mean = table.mean.assign(**{col: by_method.mean().reindex(table.mean.index)})
+    std = table.std.assign(**{col: by_method.std().fillna(0.0).reindex(table.mean.index)})
+    n = table.n.assign(**{col: by_method.count().reindex(table.mean.index)})
+    return replace(table, mean=mean, std=std, n=n, higher={**table.higher, col: None},
+                   labels={**table.labels, col: _TIME_LABELS.get(stage, stage)})
 
 
 def significance_table(sig: pd.DataFrame) -> pd.DataFrame:
