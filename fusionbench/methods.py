@@ -33,7 +33,8 @@ ENTRY_POINT_GROUP = "fusionbench.methods"
 KINDS = ("reference", "traditional", "cnn", "gan", "transformer", "registration")
 #: Selection aliases resolved by the registry (``--methods classic``).
 ALIASES: dict[str, Callable[["MethodInfo"], bool]] = {
-    "all": lambda m: m.role in ("fusion", "joint") and m.in_all,
+    # Registration methods too: a run scores them as the registration table's rows.
+    "all": lambda m: m.role in ("fusion", "joint", "registration") and m.in_all,
     "classic": lambda m: m.role == "fusion" and m.kind in ("reference", "traditional"),
     "deep": lambda m: m.role in ("fusion", "joint") and m.kind in ("cnn", "gan", "transformer") and m.in_all,
     "registration": lambda m: m.role in ("registration", "joint"),
