@@ -127,7 +127,8 @@ def aggregate(df: pd.DataFrame, group: str, methods: Sequence[str] | None = None
     agg = sub.groupby(["method", "metric"])["value"].agg(["mean", "std", "count"])
     agg = agg.rename(columns={"count": "n"})
     agg["std"] = agg["std"].fillna(0.0)
-    order_m = [m for m in (methods or []) if m in agg.index.get_level_values(0)]
+    # A joint method is listed both as a registration and as a fusion row source: once here.
+    order_m = [m for m in dict.fromkeys(methods or []) if m in agg.index.get_level_values(0)]
     order_m += sorted(set(agg.index.get_level_values(0)) - set(order_m))
     order_k = metric_order(agg.index.get_level_values(1), group)
     idx = pd.MultiIndex.from_product([order_m, order_k], names=["method", "metric"])

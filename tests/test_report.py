@@ -129,3 +129,13 @@ def test_registration_time_column_is_shown_but_not_ranked():
     assert table.higher["time_registration"] is None and table.label("time_registration") == "Registration (s)"
     # the ranking is by quality only: the slow, accurate method stays first
     assert table.avg_rank["slow-good"] == 1.0 and table.avg_rank["fast-bad"] == 2.0
+
+
+def test_a_joint_method_listed_twice_is_aggregated_once():
+    # PAMRFuse+ is a registration row source and a fusion row source: the runtime table lists it once.
+    df = pd.DataFrame([{"method": m, "case": c, "group": "time", "metric": "fusion", "value": v, "seconds": v}
+                       for m, v in (("joint", 2.0), ("average", 0.01)) for c in ("c1", "c2")])
+    agg = aggregate(df, "time", ["joint", "average", "joint"])
+    assert list(agg.index.get_level_values(0)) == ["joint", "average"]
+    table = runtime_table(df, ["joint", "average", "joint"])
+    assert table.mean.loc["joint", "fusion"] == 2.0
