@@ -50,6 +50,7 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--dataset", default="phantom")
     ap.add_argument("--steps", type=int, default=None, help="override the methods' training steps")
+    ap.add_argument("--lr", type=float, default=None, help="override the methods' learning rate")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--eval-pairs", type=int, default=16)
@@ -63,7 +64,7 @@ def main(argv=None) -> int:
     identity = mean_epe(None, test)
     print(f"identity: endpoint error {identity:.3f} px on {len(test)} test pairs", flush=True)
     for name in [m.strip() for m in args.methods.split(",") if m.strip()]:
-        overrides = {"steps": args.steps} if args.steps else {}
+        overrides = {k: v for k, v in (("steps", args.steps), ("lr", args.lr)) if v}
         method = create_method(name, weights=None, device=args.device, **overrides)
         t0 = time.perf_counter()
         provenance = method.fit(train, args.workdir)

@@ -124,8 +124,6 @@ def test_body_region_is_the_dilated_body():
     assert body_region(np.zeros((8, 8), np.float32)).all()  # constant image: everything
 
 
-@pytest.mark.xfail(strict=True, reason="issue #7: trained on 24 shifted texture pairs for 300 steps, VoxelMorph "
-                   "predicts about 0.2 px for a (1.6, -1.2) px shift (one pair alone it fits exactly)")
 def test_voxelmorph_learns_a_translation_within_half_a_pixel():
     # Same-modality pairs (NCC) of smooth textures shifted by random sub-pixel translations.
     rng = np.random.default_rng(0)
@@ -141,7 +139,9 @@ def test_voxelmorph_learns_a_translation_within_half_a_pixel():
         img = texture()
         moved, _ = _translated(img, *rng.uniform(-2.5, 2.5, 2))
         cases.append(Case(id=f"t{i}", pat=moved, mri=img))
-    vm = VoxelMorph(loss="ncc", size=64, steps=300, batch=4, lr=2e-3, weights=None, device="cpu")
+    # A network has to learn to read a shift from content: 300 steps leave it near 0.2 px for a
+    # 2 px shift, 1500 steps (about 2 min on 2 cores) get within 0.2 px.
+    vm = VoxelMorph(loss="ncc", size=64, steps=1500, batch=4, lr=1e-3, smooth=0.1, weights=None, device="cpu")
     vm._train(cases)
     img = texture()
     moved, flow_true = _translated(img, 1.6, -1.2)
