@@ -7,9 +7,10 @@ initialised N(0, 1e-5), and a stationary velocity field integrated by 7 scaling-
 half resolution. Warping uses the project's one convention (:mod:`fusionbench.nn.layers`).
 
 PAT and MRI are different modalities, so the stock MSE/NCC similarity does not apply: ``loss="mi"``
-(default for ``voxelmorph``) maximises a differentiable Parzen-window mutual information (MONAI's
-``GlobalMutualInformationLoss``); ``loss="ncc"`` (local NCC, 9×9) is for same-modality pairs such as
-pseudo-MRI → MRI in ``p2m+vm``. Smoothness: λ · mean squared spatial gradient of the displacement.
+(default for ``voxelmorph``) maximises a differentiable Parzen-window mutual information measured
+around the fixed image's body (:func:`parzen_mi_loss`); ``loss="ncc"`` (local NCC, 9×9) is for
+same-modality pairs such as pseudo-MRI → MRI in ``p2m+vm``. Smoothness: λ · mean squared spatial
+gradient of the displacement. The network works at a fixed size (128² by default).
 """
 from __future__ import annotations
 
