@@ -201,11 +201,11 @@ class _LearnedRegistration(RegistrationMethod):
     weights_name = ""
 
     def __init__(self, loss: str = "mi", smooth: float = 1.0, steps: int = 600, batch: int = 4,
-                 lr: float = 1e-4, integration_steps: int = 7, size: int = 128, smooth_moving: float = 0.0,
-                 seed: int = 0, device: str = "auto", weights: str | None = "shipped"):
+                 lr: float = 1e-4, integration_steps: int = 7, size: int = 128, seed: int = 0,
+                 device: str = "auto", weights: str | None = "shipped"):
         similarity_loss(loss)  # fail early on an unknown loss
         self.loss, self.smooth, self.steps, self.batch, self.lr = loss, smooth, steps, batch, lr
-        self.size, self.smooth_moving = int(size), float(smooth_moving)
+        self.size = int(size)
         self.seed, self.weights = seed, weights
         self.device = str(resolve_device(device))
         seed_everything(seed)
@@ -219,19 +219,18 @@ class _LearnedRegistration(RegistrationMethod):
 
     def network_input(self, moving: np.ndarray) -> np.ndarray:
         """The moving image as the network sees it at ``size``² (P2M+VM: the pseudo-MRI)."""
-        if self.smooth_moving:
-            from scipy import ndimage as ndi
-
-            moving = ndi.gaussian_filter(moving, self.smooth_moving)
         return _resample(moving, self.size)[0].numpy()
 
-    def _pairs(self, movings: Sequence[np.ndarray], fixeds: Sequence[np.ndarray]) -> torch.Tensor:
-        """(N, 3, size, size): network moving input, fixed image, similarity region."""
+    def _pairs(self, movings: Sequence[np.ndarray], fixeds: Sequence[np.ndarray], region: bool = False
+               ) -> torch.Tensor:
+        """(N, 2, size, size): network moving input and fixed image, plus the similarity region
+        (the loss's mask, training only) as a third channel with ``region``."""
         out = []
         for mov, fix in zip(movings, fixeds):
-            fix_s = _resample(fix, self.size)
-            region = _resample(body_region(fix).astype(np.float32), self.size)
-            out.append(torch.cat([torch.from_numpy(self.network_input(mov))[None], fix_s, region]))
+            channels = [torch.from_numpy(self.network_input(mov))[None], _resample(fix, self.size)]
+            if region:
+                channels.append(_resample(body_region(fix).astype(np.float32), self.size))
+            out.append(torch.cat(channels))
         return torch.stack(out)
 
     def shipped_path(self) -> Path:
@@ -244,7 +243,7 @@ class _LearnedRegistration(RegistrationMethod):
 
     def train_config(self) -> dict[str, Any]:
         return {"loss": self.loss, "smooth": self.smooth, "steps": self.steps, "batch": self.batch,
-                "lr": self.lr, "size": self.size, "smooth_moving": self.smooth_moving, "seed": self.seed}
+                "lr": self.lr, "size": self.size, "seed": self.seed}
 
     def needs_training(self, cases: Sequence[Any]) -> bool:
         """False when the loaded weights (shipped or cached) were trained on exactly these cases."""
@@ -279,7 +278,7 @@ class _LearnedRegistration(RegistrationMethod):
         device = torch.device(self.device)
         rng = np.random.default_rng(self.seed)
         seed_everything(self.seed)
-        data = self._pairs([c.pat for c in cases], [c.mri for c in cases])
+        data = self._pairs([c.pat for c in cases], [c.mri for c in cases], region=True)
         net = self.net.to(device).train()
         sim = similarity_loss(self.loss)
         opt = torch.optim.Adam(net.parameters(), lr=self.lr)
