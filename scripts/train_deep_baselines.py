@@ -14,6 +14,7 @@ Examples::
     python scripts/train_deep_baselines.py                      # all deep methods, shipped settings
     python scripts/train_deep_baselines.py --methods cnn,densefuse --device cuda
     python scripts/train_deep_baselines.py --methods densefuse --steps 20 --out /tmp/w   # smoke run
+    python scripts/train_deep_baselines.py --methods ddcgan --set steps=60 batch=4 patch=48 max_inner=4
 """
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def evaluate(method, cases) -> dict[str, float]:
 
 
 def train_one(name: str, args, train_cases, eval_cases, log) -> dict:
-    kw = {"weights": "random", "device": args.device, "seed": args.seed}
+    kw = {"weights": "random", "device": args.device, "seed": args.seed, **args.settings}
     if args.steps:
         kw["steps"] = args.steps
     method = create_method(name, **kw)
@@ -107,7 +108,18 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-pairs", type=int, default=6)
     parser.add_argument("--half-tolerance", type=float, default=2e-3)
     parser.add_argument("--ship-anyway", action="store_true", help="write weights even if they do not beat random")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="training settings for every named method (constructor keywords, JSON values)")
     args = parser.parse_args(argv)
+    args.settings = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            args.settings[key] = json.loads(value)
+        except json.JSONDecodeError:
+            args.settings[key] = value
     if args.threads:
         torch.set_num_threads(args.threads)
     available = trainable_deep_methods()

@@ -38,8 +38,9 @@ def test_sitk_transform_to_flow_channel_order():
 
 
 def test_mi_bspline_recovers_translation_within_half_pixel(camera128):
+    # Same modality: no PAT-speckle smoothing (smoothing one image only biases MI between equals).
     moving, flow_true = _translated(camera128, 2.5, -3.0)
-    warped, flow = create_method("mi-bspline").register(moving, camera128)
+    warped, flow = create_method("mi-bspline", moving_sigma=0).register(moving, camera128)
     inner = (slice(None), slice(20, -20), slice(20, -20))
     assert np.abs(flow[inner] - flow_true[inner]).max() < 0.5
     ideal = warp(moving, flow_true)  # same interpolation blur as the recovered warp
@@ -153,8 +154,7 @@ def test_voxelmorph_learns_a_translation_within_half_a_pixel():
 
 def test_mi_bspline_recovers_a_phantom_deformation_between_mri_images():
     # Mono-modal: the phantom's MRI moved into the PAT frame by the true (affine + smooth
-    # non-rigid) deformation, registered back to the MRI. PAT→MRI does not work this well
-    # (README, Registration): there the MI optimum is not at the anatomical alignment.
+    # non-rigid) deformation, registered back to the MRI.
     from fusionbench.data.datasets import load_dataset
     from fusionbench.metrics.registration import endpoint_error
 
@@ -162,6 +162,24 @@ def test_mi_bspline_recovers_a_phantom_deformation_between_mri_images():
     moving = warp(case.mri, case.meta["flow_mri_to_pat"])
     body = case.labels_mri > 0
     before = endpoint_error(np.zeros_like(case.flow_true), case.flow_true, mask=body)["mean"]
-    _, flow = MIBSpline().register(moving, case.mri)
+    _, flow = MIBSpline(moving_sigma=0).register(moving, case.mri)
     after = endpoint_error(flow, case.flow_true, mask=body)["mean"]
     assert before > 1.5 and after < 0.3 * before
+
+
+def test_mi_bspline_reduces_the_endpoint_error_of_moderate_phantom_pairs():
+    # The cross-modal claim of Table 1 on ground truth: PAT→MRI on the first 16 test pairs
+    # (moderate misalignment, seed 0). Measured: 2.94 px unregistered, 2.18 px after MI, 14 of
+    # the 16 pairs improved.
+    from fusionbench.data.datasets import load_dataset
+    from fusionbench.metrics.registration import endpoint_error
+
+    cases = load_dataset("phantom:n=16", "test", jobs=1)
+    method = MIBSpline()
+    before, after = [], []
+    for case in cases:
+        body = case.labels_mri > 0
+        before.append(endpoint_error(np.zeros_like(case.flow_true), case.flow_true, mask=body)["mean"])
+        after.append(endpoint_error(method.register(case.pat, case.mri)[1], case.flow_true, mask=body)["mean"])
+    assert np.mean(after) < 0.85 * np.mean(before)
+    assert sum(a < b for a, b in zip(after, before)) >= 11
