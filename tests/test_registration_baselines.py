@@ -142,7 +142,8 @@ def test_voxelmorph_learns_a_translation_within_half_a_pixel():
         cases.append(Case(id=f"t{i}", pat=moved, mri=img))
     # A network has to learn to read a shift from content: 300 steps leave it near 0.2 px for a
     # 2 px shift, 1500 steps (about 2 min on 2 cores) get within 0.2 px.
-    vm = VoxelMorph(loss="ncc", size=64, steps=1500, batch=4, lr=1e-3, smooth=0.1, weights=None, device="cpu")
+    vm = VoxelMorph(loss="ncc", size=64, steps=1500, batch=4, lr=1e-3, smooth=0.1, moving_sigma=0, weights=None,
+                    device="cpu")
     vm._train(cases)
     img = texture()
     moved, flow_true = _translated(img, 1.6, -1.2)
@@ -183,3 +184,21 @@ def test_mi_bspline_reduces_the_endpoint_error_of_moderate_phantom_pairs():
         after.append(endpoint_error(method.register(case.pat, case.mri)[1], case.flow_true, mask=body)["mean"])
     assert np.mean(after) < 0.85 * np.mean(before)
     assert sum(a < b for a, b in zip(after, before)) >= 11
+
+
+def test_shipped_p2m_vm_reduces_the_endpoint_error_of_moderate_phantom_pairs():
+    # The shipped weights (trained on the train split) on the first 16 test pairs, moderate
+    # misalignment, seed 0; CPU inference is deterministic. Measured at shipping: identity
+    # 2.941 px, p2m+vm 2.884 px, voxelmorph 2.936 px: a small gain, and none for voxelmorph,
+    # which is therefore not asserted here (README, Registration).
+    from fusionbench.data.datasets import load_dataset
+    from fusionbench.metrics.registration import endpoint_error
+
+    cases = load_dataset("phantom:n=16", "test", jobs=1)
+    method = create_method("p2m+vm", device="cpu")
+    before, after = [], []
+    for case in cases:
+        body = case.labels_mri > 0
+        before.append(endpoint_error(np.zeros_like(case.flow_true), case.flow_true, mask=body)["mean"])
+        after.append(endpoint_error(method.register(case.pat, case.mri)[1], case.flow_true, mask=body)["mean"])
+    assert np.mean(after) < np.mean(before) - 0.03
