@@ -186,16 +186,16 @@ def test_mi_bspline_reduces_the_endpoint_error_of_moderate_phantom_pairs():
     assert sum(a < b for a, b in zip(after, before)) >= 11
 
 
-def test_shipped_p2m_vm_reduces_the_endpoint_error_of_moderate_phantom_pairs():
-    # The shipped weights (trained on the train split) on the first 16 test pairs, moderate
-    # misalignment, seed 0; CPU inference is deterministic. Measured at shipping: identity
-    # 2.941 px, p2m+vm 2.884 px, voxelmorph 2.936 px: a small gain, and none for voxelmorph,
-    # which is therefore not asserted here (README, Registration).
+def test_shipped_voxelmorph_reduces_the_endpoint_error_of_moderate_phantom_pairs():
+    # The shipped weights (trained on the train split) on the 48 test pairs, moderate
+    # misalignment, seed 0; CPU inference is deterministic. Measured (main job): identity 2.75 px,
+    # voxelmorph 2.69 px, a small gain; p2m+vm (2.90 px) does not improve the input and is not
+    # asserted (README, Registration).
     from fusionbench.data.datasets import load_dataset
     from fusionbench.metrics.registration import endpoint_error
 
-    cases = load_dataset("phantom:n=16", "test", jobs=1)
-    method = create_method("p2m+vm", device="cpu")
+    cases = load_dataset("phantom", "test")
+    method = create_method("voxelmorph", device="cpu")
     before, after = [], []
     for case in cases:
         body = case.labels_mri > 0
