@@ -67,8 +67,8 @@ class MIBSpline(RegistrationMethod):
         identity 3.02); 0.3 px and 20 iterations keep it (2.44 px, better than identity on 81 %).
     moving_sigma : float
         Gaussian smoothing (pixels) of the moving image before registration; PAT's microvascular
-        speckle otherwise dominates its joint histogram with the MRI (affine: 2.98 px unsmoothed,
-        2.30 px at 2 px smoothing; smoothing the MRI as well: 3.09 px). Set 0 for same-modality
+        speckle otherwise dominates its joint histogram with the MRI (affine, 50 bins, validation
+        pairs: 2.98 px unsmoothed, 2.30 px at 2 px smoothing; smoothing the MRI as well: 3.09 px). Set 0 for same-modality
         pairs, where smoothing one image only biases MI. The returned warped image is the
         unsmoothed moving image.
     mask_margin : int or None
