@@ -332,3 +332,16 @@ def test_shipped_weights_load_and_fuse(name):
     fused = shipped.fuse(pat, mri)
     assert fused.shape == (40, 40) and np.isfinite(fused).all()
     assert not np.array_equal(fused, method.fuse(pat, mri))
+
+
+@pytest.mark.parametrize("name", ["mefgan", "ddcgan", "u2fusion"])
+def test_methods_survive_pickling_for_worker_processes(name):
+    # The harness sends methods to worker processes by pickling; MEF-GAN's spectral-norm
+    # (parametrized) modules cannot be pickled as modules, so networks travel as state dicts.
+    import pickle
+
+    method = create_method(name, weights="random", device="cpu")
+    rng = np.random.default_rng(3)
+    pat, mri = rng.random((40, 48), dtype=np.float32), rng.random((40, 48), dtype=np.float32)
+    clone = pickle.loads(pickle.dumps(method))
+    assert np.array_equal(clone.fuse(pat, mri), method.fuse(pat, mri))

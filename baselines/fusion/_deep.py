@@ -360,10 +360,20 @@ class TrainableFusion(TorchFusion):
             opt.step()
         return {k: float(v.detach()) for k, v in terms.items()}
 
+    # Worker processes receive methods by pickling; parametrized modules (MEF-GAN's spectral
+    # norm) cannot be pickled, so the network travels as its state dict and is rebuilt.
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_optimizers"] = None
+        state["net"] = {k: v.detach().cpu() for k, v in self.net.state_dict().items()}
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        net_state = state.pop("net")
+        self.__dict__.update(state)
+        self.net = self.build()
+        self.net.load_state_dict(net_state)
+        self.net.eval()
 
     def train(self, data: TrainingData, *, steps: int | None = None, log: Callable[[str], None] | None = None,
               checkpoint: str | Path | None = None, checkpoint_every: int = 50,
