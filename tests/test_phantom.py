@@ -23,6 +23,7 @@ from fusionbench.data.phantom import (
     split_animals,
     write_phantom_folder,
 )
+from fusionbench.metrics.registration import mi
 from fusionbench.warp import warp
 
 SMALL = PhantomConfig(size=96, n_train_animals=2, n_val_animals=1, n_test_animals=1)
@@ -186,14 +187,6 @@ def test_flow_aligns_pat_labels_to_mri_labels(moderate_cases):
         assert case.meta["max_disp_px"] == pytest.approx(6.0, abs=0.6)
 
 
-def _body_mi(a, b, mask, bins=32):
-    joint, _, _ = np.histogram2d(a[mask], b[mask], bins=bins)
-    p = joint / joint.sum()
-    outer = p.sum(1, keepdims=True) @ p.sum(0, keepdims=True)
-    nz = p > 0
-    return float((p[nz] * np.log(p[nz] / outer[nz])).sum())
-
-
 @pytest.mark.parametrize("sos_error, aligned", [(0.0, True), (0.01, False)])
 def test_pat_content_sits_where_the_ground_truth_says(sos_error, aligned):
     # Unmisaligned pairs: body-masked MI of the (speckle-smoothed) PAT against the MRI must peak at
@@ -205,7 +198,7 @@ def test_pat_content_sits_where_the_ground_truth_says(sos_error, aligned):
     for animal, level in ((0, "head"), (0, "thorax"), (1, "upper_abdomen"), (2, "thorax")):
         case = generate_case(cfg, animal, level)
         pat, body = ndi.gaussian_filter(case.pat, 2.0), ndi.binary_dilation(case.labels_mri > 0, iterations=8)
-        scores = {(dr, dc): _body_mi(np.roll(pat, (dr, dc), axis=(0, 1)), case.mri, body)
+        scores = {(dr, dc): mi(np.roll(pat, (dr, dc), axis=(0, 1)), case.mri, bins=32, mask=body)
                   for dr in shifts for dc in shifts}
         offsets.append(np.hypot(*max(scores, key=scores.get)))
     if aligned:
