@@ -16,7 +16,8 @@ from torch import nn
 from fusionbench.nn.layers import warp_torch
 
 __all__ = [
-    "VGG16_TAP_ENDS", "PST_WEIGHTS", "VGGTaps", "load_vgg", "gram", "cycle_loss", "lsgan_loss",
+    "VGG16_TAP_ENDS", "PST_WEIGHTS", "VGGTaps", "load_vgg", "gram", "cycle_loss", "lsgan_loss", "laplacian_residual",
+    "edge_loss", "p2m_code_terms",
     "smoothness_loss", "registration_loss", "ssim", "ssim_map", "reconstruction_loss", "cc", "decomposition_loss",
     "sobel_magnitude", "intensity_loss", "gradient_max_loss",
 ]
@@ -122,6 +123,54 @@ def cycle_loss(rec01: torch.Tensor, real01: torch.Tensor, vgg: VGGTaps, lambda_p
 def lsgan_loss(pred: torch.Tensor, real: bool) -> torch.Tensor:
     """Least-squares GAN loss (Mao et al., ICCV 2017): MSE to 1 (real) or 0 (fake)."""
     return F.mse_loss(pred, torch.full_like(pred, 1.0 if real else 0.0))
+
+
+_BINOMIAL5 = (0.05, 0.25, 0.4, 0.25, 0.05)
+
+
+def laplacian_residual(x: torch.Tensor) -> torch.Tensor:
+    """One Laplacian-pyramid level ``x - blur(up(down(blur(x))))`` (spec §2.3 "edge loss").
+
+    5×5 separable binomial ``[.05 .25 .4 .25 .05]`` with replicate padding, decimation by 2, zero
+    insertion scaled by 4 (the kernel sums to 1, so a constant image has a zero residual).
+    """
+    k1 = torch.tensor(_BINOMIAL5, device=x.device, dtype=x.dtype)
+    kernel = (k1[:, None] * k1[None, :]).expand(x.shape[1], 1, 5, 5)
+
+    def blur(t):
+        return F.conv2d(F.pad(t, (2, 2, 2, 2), mode="replicate"), kernel, groups=x.shape[1])
+
+    down = blur(x)[:, :, ::2, ::2]
+    up = torch.zeros_like(x)
+    up[:, :, ::2, ::2] = 4.0 * down
+    return x - blur(up)
+
+
+def edge_loss(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Charbonnier distance ``mean(sqrt(d² + eps²))`` of the two images' :func:`laplacian_residual`."""
+    d = laplacian_residual(a) - laplacian_residual(b)
+    return torch.sqrt(d * d + eps * eps).mean()
+
+
+def p2m_code_terms(pat: torch.Tensor, mri: torch.Tensor, fake_m: torch.Tensor, fake_p: torch.Tensor,
+                   rec_p: torch.Tensor, rec_m: torch.Tensor, idt_p: torch.Tensor, idt_m: torch.Tensor
+                   ) -> tuple[torch.Tensor, dict[str, float]]:
+    """The released P2M code's generator terms beyond the paper's (spec §2.3, §7 item 5).
+
+    All tensors in the generators' [-1, 1] range: ``fake_m = G_pm(PAT)``, ``fake_p = G_mp(MRI)``,
+    ``rec_p = G_mp(fake_m)``, ``rec_m = G_pm(fake_p)``, ``idt_p = G_mp(PAT)``, ``idt_m = G_pm(MRI)``.
+    Identity ``4 L1(idt_p, PAT) + 6.5 L1(idt_m, MRI)``; paired cross L1 ``5 L1(fake_m, MRI) +
+    8 L1(fake_p, PAT)``; edge ``5 E(fake_m, MRI) + 10 E(fake_p, PAT)``; cross-cycle ``8 (L1 + E)``
+    of (fake_p, rec_p) and of (fake_m, rec_m). The code pairs PAT and MRI of the same slice, so
+    the cross terms see the pair's misalignment; it is zero-mean over a dataset.
+    """
+    idt = 4.0 * F.l1_loss(idt_p, pat) + 6.5 * F.l1_loss(idt_m, mri)
+    cross = 5.0 * F.l1_loss(fake_m, mri) + 8.0 * F.l1_loss(fake_p, pat)
+    edge = 5.0 * edge_loss(fake_m, mri) + 10.0 * edge_loss(fake_p, pat)
+    cross_cycle = 8.0 * (F.l1_loss(fake_p, rec_p) + F.l1_loss(fake_m, rec_m)
+                         + edge_loss(fake_p, rec_p) + edge_loss(fake_m, rec_m))
+    total = idt + cross + edge + cross_cycle
+    return total, {"idt": idt.item(), "cross": cross.item(), "edge": edge.item(), "xcycle": cross_cycle.item()}
 
 
 def smoothness_loss(flow: torch.Tensor, penalty: str = "l1") -> torch.Tensor:

@@ -45,7 +45,7 @@ def load_shipped_model(preset: str = "lite", ablation: str | None = None) -> PAM
     path = WEIGHTS_DIR / f"{weights_name(cfg)}{'_' + ablation if ablation else ''}.pt"
     state, meta = load_weights(path)
     if meta.get("config"):
-        cfg = PAMRFuseConfig(**meta["config"])
+        cfg = PAMRFuseConfig.from_dict(meta["config"])
     net = PAMRFuseNet(cfg)
     net.load_state_dict({k: v.float() for k, v in state.items()})
     return net.eval()
@@ -84,7 +84,7 @@ class PAMRFusePlus(FusionMethod, RegistrationMethod):
 
     def _load(self, path: Path) -> None:
         state, meta = load_weights(path)
-        if meta.get("config") and meta["config"] != self.cfg.to_dict():
+        if meta.get("config") and PAMRFuseConfig.from_dict(meta["config"]) != self.cfg:
             raise ValueError(f"{path}: weights were trained with another configuration than "
                              f"preset={self.preset!r} ablation={self.ablation_name!r}")
         self.net.load_state_dict({k: v.float() for k, v in state.items()})
@@ -106,7 +106,7 @@ class PAMRFusePlus(FusionMethod, RegistrationMethod):
             raise ValueError(f"{self.name or 'pamrfuse+'}: fit needs at least one training case")
         data_hash = cases_hash(cases)
         if (self.provenance.get("train_data_hash") == data_hash
-                and self.provenance.get("config") == self.cfg.to_dict()):
+                and PAMRFuseConfig.from_dict(self.provenance.get("config") or {}) == self.cfg):
             return self.provenance
         run_dir = Path(workdir) / f"pamrfuse-{self.cfg.preset}-{data_hash}-{config_hash(self.cfg)}"
         net, prov = fit_pamrfuse(cases, run_dir, preset=self.cfg, device=self.device, progress=progress,

@@ -37,6 +37,10 @@ class PAMRFuseConfig:
     vgg_source: str = "auto"
     vgg_imagenet_norm: bool = True
     pst_taps: int = 5                # VGG taps used by the P2M cycle loss (relu1_1 .. relu5_1)
+    # "paper": lambda_cyc-weighted PST cycles + LSGAN. "code": the released code's generator
+    # objective (spec §2.3): cycle weights 8/13, 2x one GAN term, identity, paired cross L1, edge
+    # and cross-cycle terms (pamrfuse.losses.p2m_code_terms).
+    p2m_loss: str = "paper"
     # losses (spec §6)
     lambda_cyc: float = 10.0
     lambda_p: float = 1.0
@@ -88,11 +92,23 @@ class PAMRFuseConfig:
             raise ValueError(f"dim={self.dim} must be divisible by heads={self.heads}")
         if not 1 <= self.pst_taps <= 5:
             raise ValueError(f"pst_taps must be in 1..5, got {self.pst_taps}")
+        if self.p2m_loss not in ("paper", "code"):
+            raise ValueError(f"p2m_loss must be 'paper' or 'code', got {self.p2m_loss!r}")
         if self.use_p2m and not self.use_mlr:
             raise ValueError("use_p2m without use_mlr is meaningless: P2M only serves the registration")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> "PAMRFuseConfig":
+        """A recorded configuration; fields added since it was written take their defaults, which
+        reproduce the behaviour of the code that wrote it."""
+        known = {f.name for f in fields(cls)}
+        bad = sorted(set(saved) - known)
+        if bad:
+            raise ValueError(f"unknown PAMRFuse+ setting(s) in a saved configuration: {', '.join(bad)}")
+        return cls(**saved)
 
     def updated(self, **changes: Any) -> "PAMRFuseConfig":
         known = {f.name for f in fields(self)}

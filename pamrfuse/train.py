@@ -153,7 +153,7 @@ class Trainer:
         # The schedule's length may change on resume (train longer, or stop stage I earlier), the
         # model and losses may not; nor may stage I end before the epochs already trained in it.
         schedule = ("epochs_stage1", "epochs_stage2")
-        saved, wanted = dict(state["config"]), self.cfg.to_dict()
+        saved, wanted = PAMRFuseConfig.from_dict(state["config"]).to_dict(), self.cfg.to_dict()
         if {k: v for k, v in saved.items() if k not in schedule} != {k: v for k, v in wanted.items()
                                                                        if k not in schedule}:
             raise ValueError(f"{path}: checkpoint was written with a different configuration; "
@@ -218,11 +218,21 @@ class Trainer:
                     rec_p, rec_m = p2m.g_mp(fake_m), p2m.g_pm(fake_p)
                     for d in (p2m.d_m, p2m.d_p):
                         d.requires_grad_(False)
-                    gan = L.lsgan_loss(p2m.d_m(fake_m), True) + L.lsgan_loss(p2m.d_p(fake_p), True)
-                    cyc = (L.cycle_loss(to_unit(rec_p).float(), pat, self.vgg, cfg.lambda_p, cfg.lambda_s, taps=cfg.pst_taps)
-                           + L.cycle_loss(to_unit(rec_m).float(), mri, self.vgg, cfg.lambda_p, cfg.lambda_s,
-                                         taps=cfg.pst_taps))
-                    loss = cfg.lambda_gan * gan + cfg.lambda_cyc * cyc
+                    code = cfg.p2m_loss == "code"
+                    gan = (L.lsgan_loss(p2m.d_m(fake_m), True)
+                           + (2.0 if code else 1.0) * L.lsgan_loss(p2m.d_p(fake_p), True))
+                    cyc_p = L.cycle_loss(to_unit(rec_p).float(), pat, self.vgg, cfg.lambda_p, cfg.lambda_s,
+                                         taps=cfg.pst_taps)
+                    cyc_m = L.cycle_loss(to_unit(rec_m).float(), mri, self.vgg, cfg.lambda_p, cfg.lambda_s,
+                                         taps=cfg.pst_taps)
+                    if code:  # the released code's cycle weights 8 (PAT) and 13 (MRI) and its extra terms
+                        cyc = (8.0 * cyc_p + 13.0 * cyc_m) / cfg.lambda_cyc
+                        extra, parts = L.p2m_code_terms(to_signed(pat), to_signed(mri), fake_m, fake_p, rec_p, rec_m,
+                                                        p2m.g_mp(to_signed(pat)), p2m.g_pm(to_signed(mri)))
+                        log.update(parts)
+                    else:
+                        cyc, extra = cyc_p + cyc_m, 0.0
+                    loss = cfg.lambda_gan * gan + cfg.lambda_cyc * cyc + extra
                     log.update(gan=gan.item(), cycle=cyc.item())
                     target = to_unit(fake_m).float()
                     if not cfg.reg_to_p2m:

@@ -232,6 +232,47 @@ def test_cycle_loss_zero_for_perfect_reconstruction():
     assert L.cycle_loss(x.flip(-1), x, L.VGGTaps(vgg), taps=3).item() > 0
 
 
+def test_laplacian_residual_hand_values():
+    # Impulse at an even interior pixel: the blurred, decimated, re-expanded copy keeps
+    # 4 * (sum over even offsets of k²)² = 4 * (.05² + .4² + .05²)² = 0.1089 of it.
+    x = torch.zeros(1, 1, 16, 16)
+    x[0, 0, 8, 8] = 1.0
+    assert L.laplacian_residual(x)[0, 0, 8, 8].item() == pytest.approx(1 - 0.1089, abs=1e-6)
+    # Zero on a constant image (kernel weights at even and odd offsets both sum to 1/2), away from
+    # the replicate-padded border; linear in the image.
+    const = torch.full((1, 1, 16, 16), 0.7)
+    assert L.laplacian_residual(const)[..., 2:-2, 2:-2].abs().max().item() < 1e-6
+    y = torch.rand(1, 1, 16, 16)
+    assert torch.allclose(L.laplacian_residual(x + 2 * y), L.laplacian_residual(x) + 2 * L.laplacian_residual(y),
+                          atol=1e-6)
+
+
+def test_edge_loss_is_charbonnier_of_the_residuals():
+    x = torch.rand(1, 1, 16, 16)
+    assert L.edge_loss(x, x).item() == pytest.approx(1e-3, rel=1e-6)  # sqrt(0 + eps²)
+    imp = torch.zeros(1, 1, 16, 16)
+    imp[0, 0, 8, 8] = 1.0
+    d = L.laplacian_residual(imp)
+    assert L.edge_loss(x + imp, x).item() == pytest.approx(torch.sqrt(d * d + 1e-6).mean().item(), rel=1e-5)
+    # A linear ramp has no Laplacian residual beyond the 4 px the replicate padding reaches.
+    ramp = torch.linspace(0, 1, 16).view(1, 1, 1, 16).expand(1, 1, 16, 16)
+    assert L.laplacian_residual(ramp)[..., 4:-4, 4:-4].abs().max().item() < 1e-6
+
+
+def test_p2m_code_terms_hand_values():
+    pat, mri = torch.rand(2, 1, 16, 16) * 2 - 1, torch.rand(2, 1, 16, 16) * 2 - 1
+    # Perfect translations, reconstructions and identities: only the Charbonnier eps remains,
+    # 5 + 10 edge terms and 8 * 2 cross-cycle edge terms, each eps = 1e-3.
+    total, parts = L.p2m_code_terms(pat, mri, fake_m=mri, fake_p=pat, rec_p=pat, rec_m=mri, idt_p=pat, idt_m=mri)
+    assert total.item() == pytest.approx(31e-3, rel=1e-5)
+    assert parts["idt"] == 0 and parts["cross"] == 0
+    # Identity of PAT off by 0.1 everywhere: 4 * 0.1; MRI translated off by 0.2: 5 * 0.2.
+    _, parts = L.p2m_code_terms(pat, mri, fake_m=mri + 0.2, fake_p=pat, rec_p=pat, rec_m=mri + 0.2,
+                                idt_p=pat + 0.1, idt_m=mri)
+    assert parts["idt"] == pytest.approx(0.4, rel=1e-5)
+    assert parts["cross"] == pytest.approx(1.0, rel=1e-5)
+
+
 # ------------------------------------------------------------------------------ presets
 def test_preset_validation():
     assert get_config("lite").preset == "lite"
@@ -244,3 +285,5 @@ def test_preset_validation():
         get_config("tiny", "wo_everything")
     with pytest.raises(ValueError, match="unknown PAMRFuse\\+ preset"):
         get_config("huge")
+    with pytest.raises(ValueError, match="p2m_loss must be"):
+        get_config("tiny", p2m_loss="cyclegan")

@@ -149,3 +149,14 @@ def test_registration_loss_reaches_p2m_only_when_asked(tmp_path, reg_to_p2m):
     trainer.step_stage1(torch.from_numpy(pats), torch.from_numpy(mris))
     moved = not _states_equal(before, trainer.net.p2m.g_pm.state_dict())
     assert moved == reg_to_p2m
+
+
+def test_code_p2m_objective_trains_with_its_extra_terms(tmp_path):
+    cfg = get_config("tiny", p2m_loss="code")
+    trainer = Trainer(cfg, tmp_path, device="cpu", progress=False)
+    pats, mris = prepare_arrays(_cases(n=2, size=32), cfg.size)
+    before = {k: v.clone() for k, v in trainer.net.p2m.g_pm.state_dict().items()}
+    log = trainer.step_stage1(torch.from_numpy(pats), torch.from_numpy(mris))
+    assert {"idt", "cross", "edge", "xcycle", "gan", "cycle", "reg"} <= set(log)
+    assert all(np.isfinite(v) and v > 0 for v in log.values())
+    assert not _states_equal(before, trainer.net.p2m.g_pm.state_dict())
