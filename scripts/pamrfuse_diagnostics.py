@@ -1,0 +1,123 @@
+"""Is PAMRFuse+'s registration limited by MLR or by P2M's pseudo-MRI? (README, PAMRFuse+ `lite`)
+
+On phantom pairs (validation split by default, never used for training) it prints the mean
+endpoint error inside the body of:
+
+* ``identity``: the unregistered pair;
+* ``pamrfuse+``: the trained P2M + MLR;
+* ``mlr, perfect target``: the trained MLR with the MRI moved into the PAT frame by the phantom's
+  true inverse field as its target, i.e. with a perfect pseudo-MRI;
+* ``direct affine / grid, TARGET``: no network at all; per pair, an affine map or a 6×6 cubic
+  grid of displacements is fitted by Adam to minimise the registration loss's pixel term,
+  ``L1(warp(MRI, flow), TARGET)``, with TARGET the pseudo-MRI or the perfect one. When this fails
+  for the pseudo-MRI, no training of MLR on that target can succeed.
+
+Usage: ``python scripts/pamrfuse_diagnostics.py [--weights shipped|FILE.pt] [--split val] [--pairs 12]``
+(FILE may be a training checkpoint or a weights file).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def load_model(weights: str):
+    import torch
+
+    import pamrfuse.method as pm
+    from pamrfuse.presets import PAMRFuseConfig
+
+    if weights == "shipped":
+        return pm.PAMRFusePlus(device="cpu")
+    if weights.endswith("checkpoint.pt"):
+        state = torch.load(weights, map_location="cpu", weights_only=False)  # our own checkpoint
+        cfg = PAMRFuseConfig.from_dict(state["config"])
+        model = pm.PAMRFusePlus(preset=cfg, weights=None, device="cpu")
+        model.net.load_state_dict(state["net"])
+        return model
+    return pm.PAMRFusePlus(weights=weights, device="cpu")
+
+
+def fit_direct(target, moving, kind: str, steps: int = 300, grid: int = 6):
+    """A flow (1, 2, S, S) minimising ``L1(warp(moving, flow), target)``: affine or cubic grid."""
+    import torch
+    import torch.nn.functional as F
+
+    from fusionbench.nn.layers import warp_torch
+
+    size = target.shape[-1]
+    rows, cols = torch.meshgrid(*(torch.linspace(-0.5, 0.5, size),) * 2, indexing="ij")
+    coords = torch.stack([rows, cols, torch.ones_like(rows)])            # (3, S, S)
+    param = torch.zeros((2, 3) if kind == "affine" else (1, 2, grid, grid), requires_grad=True)
+    opt = torch.optim.Adam([param], lr=0.05)
+
+    def flow():
+        if kind == "affine":  # linear part in pixels per half image, so both parts step alike
+            scale = torch.tensor([size / 10, size / 10, 1.0]).view(3, 1, 1)
+            return torch.einsum("ij,jhw->ihw", param, coords * scale)[None]
+        return F.interpolate(param, size=(size, size), mode="bicubic", align_corners=True)
+
+    for _ in range(steps):
+        loss = F.l1_loss(warp_torch(moving, flow()), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return flow().detach()
+
+
+def main(argv=None) -> int:
+    import torch
+    import torch.nn.functional as F
+
+    from fusionbench.data import load_dataset
+    from fusionbench.metrics.registration import endpoint_error
+    from fusionbench.warp import warp
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", default="shipped")
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--pairs", type=int, default=12)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    model = load_model(args.weights)
+    net, size = model.net.eval(), model.cfg.size
+    cases = load_dataset("phantom", args.split)[: args.pairs]
+
+    def project_flow(mlr_flow, shape):
+        """MLR's flow (MRI into the PAT frame, at ``size``) as the project's flow on the input grid."""
+        h, w = shape
+        flow = F.interpolate(-mlr_flow, size=(h, w), mode="bilinear", align_corners=True)
+        scale = torch.tensor([(h - 1) / (size - 1), (w - 1) / (size - 1)]).view(1, 2, 1, 1)
+        return (flow * scale)[0].numpy()
+
+    errors: dict[str, list[float]] = {}
+    for case in cases:
+        mask = case.labels_mri > 0
+
+        def record(name, flow):
+            errors.setdefault(name, []).append(endpoint_error(flow, case.flow_true, mask=mask)["mean"])
+
+        record("identity", np.zeros_like(case.flow_true))
+        record("pamrfuse+", model.predict_flow(case.pat, case.mri))
+        mri = model._tensor(case.mri, size)
+        perfect = model._tensor(warp(case.mri, case.meta["flow_mri_to_pat"]).astype(np.float32), size)
+        with torch.no_grad():
+            pseudo = net.pseudo_mri(model._tensor(case.pat, size))
+            if net.mlr is not None:
+                record("mlr, perfect target", project_flow(net.mlr(perfect, mri)["flow"], case.pat.shape))
+        for target_name, target in (("pseudo-MRI", pseudo), ("perfect", perfect)):
+            for kind in ("affine", "grid"):
+                record(f"direct {kind}, {target_name}", project_flow(fit_direct(target, mri, kind), case.pat.shape))
+    print(f"mean endpoint error inside the body, {len(cases)} {args.split} pairs, weights {args.weights}:")
+    for name, values in errors.items():
+        print(f"  {name:28s} {np.mean(values):6.3f} px")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
