@@ -11,8 +11,9 @@ A run writes, under its output folder ``OUT``::
     results.csv, failures.csv       assembled from cases/ by :func:`fusionbench.results.assemble`
 
 A case file is written last and atomically, after the images of that case, so it marks the case
-as done: ``--resume`` skips exactly the cases whose file says ``"ok"``, a killed run loses at most
-the cases in flight, and nothing ever holds half a row.
+as done: ``--resume`` skips exactly the cases whose file says ``"ok"`` and was written by the same
+method configuration (its weights included, and for fusions the registration's), a killed run
+loses at most the cases in flight, and nothing ever holds half a row.
 
 The protocol follows the paper: every fusion method that needs aligned input fuses the PAT image
 registered by one registration method (``--registration``, default ``p2m+vm`` when registered,
@@ -128,12 +129,23 @@ def case_file(out: Path, method: str, case_id: str) -> Path:
     return Path(out) / "cases" / method / f"{case_id}.json"
 
 
-def _case_done(out: Path, method: str, case_id: str) -> bool:
+def _case_done(out: Path, method: str, case_id: str, fingerprint: str | None = None) -> bool:
+    """An ``"ok"`` case file, written by the same method configuration (weights included) when
+    ``fingerprint`` is given; files written before fingerprints existed carry none and count as done."""
     path = case_file(out, method, case_id)
     try:
-        return json.loads(path.read_text()).get("status") == "ok"
+        record = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
+    if record.get("status") != "ok":
+        return False
+    return fingerprint is None or record.get("fingerprint") in (None, fingerprint)
+
+
+def config_fingerprint(*configs: Any) -> str:
+    """A short hash of method configurations (``method.config()``, which names the weights)."""
+    payload = json.dumps(configs, sort_keys=True, default=repr)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def _npy_bytes(arr: np.ndarray) -> bytes:
@@ -365,7 +377,7 @@ def _check_resume(out: Path, config: RunConfig, record: dict) -> None:
 
 
 def _write_case(out: Path, method: str, role: str, case_id: str, registration: str | None,
-                result: dict, write_images: bool = True) -> None:
+                result: dict, write_images: bool = True, fingerprint: str | None = None) -> None:
     if result.get("status") == "ok" and write_images:
         if result.get("fused") is not None:
             write_image(out / "fused" / method / f"{case_id}.png", result["fused"])
@@ -376,7 +388,7 @@ def _write_case(out: Path, method: str, role: str, case_id: str, registration: s
     record = {"method": method, "case": case_id, "role": role, "registration": registration,
               "status": result.get("status", "failed"), "stage": result.get("stage"),
               "error": result.get("error"), "traceback": result.get("traceback"),
-              "rows": result.get("rows", [])}
+              "rows": result.get("rows", []), "fingerprint": fingerprint}
     atomic_write_bytes(case_file(out, method, case_id), _json_bytes(record))
 
 
@@ -482,6 +494,13 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunSummary:
             if not path.exists():
                 write_image(path, img)
 
+    # A resumed run redoes the cases of a method whose configuration or weights changed, and the
+    # fusions that used a changed registration.
+    configs = record["method_configs"]
+    fingerprints = {n: config_fingerprint(configs.get(n)) for n in reg_methods + fusion_names}
+    for n in fusion_names:
+        if get_method_info(n).needs_alignment:
+            fingerprints[n] = config_fingerprint(configs.get(n), configs.get(registration))
     executor = make_executor(config.jobs, config.scheduler)
     context = {"methods": instances, "convention": config.convention,
                "metrics": list(config.metrics) if config.metrics else None}
@@ -490,11 +509,11 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunSummary:
         _run_phase(executor, context, out, reg_methods, cases, statuses, method_errors, progress,
                    make_task=lambda n, c: _Task("register", n, c.id, c.pat, c.mri, c.flow_true,
                                                 c.labels_pat, c.labels_mri),
-                   registration=None)
+                   registration=None, fingerprints=fingerprints)
         registered = {}
         for c in cases:
             path = out / "registered" / registration / f"{c.id}.npy"
-            if _case_done(out, registration, c.id) and path.exists():
+            if _case_done(out, registration, c.id, fingerprints.get(registration)) and path.exists():
                 registered[c.id] = np.load(path, allow_pickle=False)
 
         def fusion_task(n, c):
@@ -505,7 +524,7 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunSummary:
             return _Task("fuse", n, c.id, registered[c.id], c.mri)
 
         _run_phase(executor, context, out, fusion_names, cases, statuses, method_errors, progress,
-                   make_task=fusion_task, registration=registration,
+                   make_task=fusion_task, registration=registration, fingerprints=fingerprints,
                    missing_error=f"registration {registration!r} failed on this case")
     finally:
         executor.close()
@@ -515,11 +534,11 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunSummary:
 
 
 def _run_phase(executor, context, out, names, cases, statuses, method_errors, progress, *, make_task,
-               registration, missing_error: str = "") -> None:
+               registration, fingerprints: dict[str, str], missing_error: str = "") -> None:
     tasks = []
     for n in names:
         st = statuses[n]
-        todo = [c for c in cases if not _case_done(out, n, c.id)]
+        todo = [c for c in cases if not _case_done(out, n, c.id, fingerprints.get(n))]
         st.skipped = len(cases) - len(todo)
         progress.add(n, total=len(cases), done=st.skipped)
         for c in todo:
@@ -528,7 +547,7 @@ def _run_phase(executor, context, out, names, cases, statuses, method_errors, pr
                 error = method_errors.get(n) or missing_error
                 _write_case(out, n, st.role, c.id, registration,
                             {"status": "failed", "stage": "setup" if n in method_errors else "input",
-                             "error": error})
+                             "error": error}, fingerprint=fingerprints.get(n))
                 st.failed += 1
                 if error not in st.errors:
                     st.errors.append(error)
@@ -543,7 +562,8 @@ def _run_phase(executor, context, out, names, cases, statuses, method_errors, pr
         if isinstance(result, BaseException):
             result = {"status": "failed", "stage": "worker", "error": _error_text(result), "rows": []}
         _write_case(out, task.method, st.role, task.case_id,
-                    registration if task.kind == "fuse" else None, result)
+                    registration if task.kind == "fuse" else None, result,
+                    fingerprint=fingerprints.get(task.method))
         ok = result["status"] == "ok"
         if ok:
             st.ok += 1

@@ -135,6 +135,31 @@ def test_resume_recomputes_only_missing_cases(reference_run, tmp_path):
         run(_config(out, resume=True, dataset="phantom:n=4,size=64,misalign=severe"))
 
 
+def test_resume_redoes_a_method_whose_weights_changed(tmp_path, scratch_methods):
+    weights = {"sha256": "aaaa"}
+
+    @register_method("reweighted", kind="traditional")
+    class Reweighted(FusionMethod):
+        def config(self):
+            return dict(weights)
+
+        def fuse(self, pat, mri):
+            return 0.5 * (pat + mri) if weights["sha256"] == "aaaa" else np.maximum(pat, mri)
+
+    out = tmp_path / "run"
+    run(_config(out, methods=["average", "reweighted"]))
+    first = _values(out)
+    again = run(_config(out, methods=["average", "reweighted"], resume=True))
+    assert again.methods["reweighted"].skipped == 4 and again.methods["reweighted"].ok == 0
+    weights["sha256"] = "bbbb"  # new weights: its 4 cases are stale, average's are not
+    changed = run(_config(out, methods=["average", "reweighted"], resume=True))
+    assert (changed.methods["reweighted"].ok, changed.methods["reweighted"].skipped) == (4, 0)
+    assert (changed.methods["average"].ok, changed.methods["average"].skipped) == (0, 4)
+    sf = _values(out).query("metric == 'SF'").set_index("method")["value"]
+    sf_first = first.query("metric == 'SF'").set_index("method")["value"]
+    assert sf.loc["reweighted"].mean() > sf_first.loc["reweighted"].mean()  # max keeps the sharper edges
+
+
 def test_failing_method_is_isolated(tmp_path, scratch_methods):
     @register_method("explodes", kind="traditional")
     class Explodes(FusionMethod):
