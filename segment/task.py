@@ -62,10 +62,17 @@ def _fused_train_images(run_dir: Path, record: dict, method: str, cases, log=Non
     from fusionbench.methods import get_method_info, load_plugins
     from fusionbench.runner import fit_method
 
+    from fusionbench.runner import config_fingerprint
+
     load_plugins()
     folder = run_dir / "segment" / "train_images" / method
     paths = [folder / f"{c.id}.png" for c in cases]
-    if all(p.exists() for p in paths):
+    # Valid only for the method configuration (weights included) and registration of the run's
+    # test images: a rerun with new weights must not segment stale train fusions.
+    configs = record.get("method_configs", {})
+    fingerprint = config_fingerprint(configs.get(method), configs.get(record.get("registration", "identity")))
+    stamp = folder / "fingerprint.txt"
+    if all(p.exists() for p in paths) and stamp.exists() and stamp.read_text().strip() == fingerprint:
         return [read_image(p) for p in paths]
     dataset, cache = record["dataset"], _fit_cache(run_dir)
     device = record.get("device", "cpu")
@@ -87,6 +94,7 @@ def _fused_train_images(run_dir: Path, record: dict, method: str, cases, log=Non
         fused = np.clip(np.asarray(fuser.fuse(pat, case.mri), dtype=np.float32), 0.0, 1.0)
         write_image(path, fused)
         out.append(read_image(path))  # the 8-bit round trip the test images went through
+    atomic_write_bytes(stamp, fingerprint.encode())
     return out
 
 

@@ -59,3 +59,18 @@ def test_run_tasks_rejects_bad_requests(run_dir, tmp_path):
         run_tasks(tmp_path, tasks=("contour",))
     with pytest.raises(ValueError, match="no fused images"):
         run_tasks(run_dir, tasks=("contour",), methods=["gtf"])
+
+
+def test_train_fusions_are_redone_when_the_method_changed(run_dir):
+    from segment.task import _fused_train_images
+
+    record = json.loads((run_dir / "run.json").read_text())
+    cases = load_dataset(DATASET, "train")[:2]
+    paths = [run_dir / "segment" / "train_images" / "average" / f"{c.id}.png" for c in cases]
+    first = _fused_train_images(run_dir, {**record, "method_configs": {"average": {"weights": "a"}}}, "average", cases)
+    stamps = [p.stat().st_mtime_ns for p in paths]
+    np.testing.assert_allclose(first[0], 0.5 * (cases[0].pat + cases[0].mri), atol=1 / 255)
+    _fused_train_images(run_dir, {**record, "method_configs": {"average": {"weights": "a"}}}, "average", cases)
+    assert [p.stat().st_mtime_ns for p in paths] == stamps  # cached
+    _fused_train_images(run_dir, {**record, "method_configs": {"average": {"weights": "b"}}}, "average", cases)
+    assert all(p.stat().st_mtime_ns > s for p, s in zip(paths, stamps))
