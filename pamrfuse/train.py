@@ -14,11 +14,11 @@ clipped to norm 0.01. Checkpoint after every epoch (atomic), resumable; per-epoc
 from ``(seed, epoch)`` so a resumed run is identical to an uninterrupted one on CPU. Mixed
 precision (bfloat16 autocast) on CUDA.
 
-The ``lite`` preset (128², P2M ngf 16 with 4 residual blocks, DFDF dim 16 with 1+1 Restormer
-blocks, batch 2, 50 steps per epoch, 20 + 8 epochs with the learning rates halved every 8,
-PST on relu1_1..relu3_1, pixel-only registration loss) is sized for 2 CPU cores: about 1 000 +
-400 steps at the benchmarked 1.46 s and 0.76 s per step (two threads), about 29 min on an idle
-machine; the shipped weights took 65 min on a shared one (project README).
+The ``lite`` preset (128², P2M ngf 16 with 4 residual blocks and the released code's generator
+objective, DFDF dim 16 with 1+1 Restormer blocks, batch 2, 50 steps per epoch, 20 + 8 epochs with
+the learning rates halved every 8, PST on relu1_1..relu3_1, pixel-only registration loss) is sized
+for 2 CPU cores: about 1 000 + 400 steps at about 1.8 s and 0.8 s per step (two threads), about
+35 min on an idle machine (the shipped weights' wall time is in the project README).
 
 Command line: ``python -m pamrfuse.train --preset lite --dataset phantom --workdir DIR``.
 """

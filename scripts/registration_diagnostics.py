@@ -6,7 +6,8 @@
    should not move. It prints how far it does move, inside the body.
 2. Which registration smoothness lets the true field win? PAMRFuse+'s registration loss against a
    perfect pseudo-MRI (the MRI in the PAT frame) at 128², for the zero field and the true field,
-   with the paper's (L1, weight 10) and the released code's (L2, weight 1) smoothness.
+   with the paper's (L1, weight 10), the released code's (L2, weight 1) and UMF-CMGR's (L2, weight 10)
+   smoothness.
 
 Usage: ``python scripts/registration_diagnostics.py [--pairs 16]``
 """
@@ -56,7 +57,7 @@ def smoothness_check(cases, size: int = 128) -> dict[str, tuple[float, float]]:
         return F.interpolate(torch.as_tensor(a, dtype=torch.float32)[None, None], size=(size, size), mode="area")
 
     out = {}
-    for penalty, weight in (("l1", 10.0), ("l2", 1.0)):
+    for penalty, weight in (("l1", 10.0), ("l2", 1.0), ("l2", 10.0)):
         zero, true = [], []
         for case in cases:
             inverse = case.meta["flow_mri_to_pat"]
