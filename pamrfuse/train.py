@@ -17,8 +17,8 @@ precision (bfloat16 autocast) on CUDA.
 The ``lite`` preset (128², P2M ngf 16 with 4 residual blocks and the released code's generator
 objective, DFDF dim 16 with 1+1 Restormer blocks, batch 2, 50 steps per epoch, 20 + 8 epochs with
 the learning rates halved every 8, PST on relu1_1..relu3_1, pixel-only registration loss) is sized
-for 2 CPU cores: about 1 000 + 400 steps at about 1.8 s and 0.8 s per step (two threads), about
-35 min on an idle machine (the shipped weights' wall time is in the project README).
+for 2 CPU cores: about 1 000 + 400 steps at the benchmarked 2.17 s and 0.72 s per step (two
+threads), about 41 min on an idle machine (the shipped weights took 39 min; project README).
 
 Command line: ``python -m pamrfuse.train --preset lite --dataset phantom --workdir DIR``.
 """
