@@ -28,7 +28,7 @@ from fusionbench.nn.training import cases_hash, load_weights
 from .presets import PAMRFuseConfig, get_config
 from .train import PAMRFuseNet, config_hash, fit_pamrfuse, weights_name
 
-__all__ = ["PAMRFusePlus", "load_shipped_model", "WEIGHTS_DIR"]
+__all__ = ["PAMRFusePlus", "load_shipped_model", "mlr_flow_to_input_grid", "WEIGHTS_DIR"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 REFERENCE = ("Zhong et al., 'Performance of medical image fusion in high-level analysis tasks: a mutual "
@@ -130,10 +130,17 @@ class PAMRFusePlus(FusionMethod, RegistrationMethod):
             return np.zeros((2, h, w), np.float32)
         s = self.cfg.size
         out = net.register(self._tensor(pat, s), self._tensor(mri, s))
-        flow = -out["flow"].float()
-        flow = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=True)
-        scale = torch.tensor([(h - 1) / (s - 1), (w - 1) / (s - 1)], device=flow.device).view(1, 2, 1, 1)
-        return (flow * scale)[0].cpu().numpy().astype(np.float32)
+        return mlr_flow_to_input_grid(out["flow"], (h, w))
+
+
+def mlr_flow_to_input_grid(mlr_flow: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
+    """MLR's flow (1, 2, s, s), MRI into the PAT frame at the network size, as the project's flow
+    (2, H, W) on the input grid: negated (paper Eq. 3), resized and its magnitudes scaled."""
+    h, w = shape
+    s_h, s_w = mlr_flow.shape[-2:]
+    flow = F.interpolate(-mlr_flow.float(), size=(h, w), mode="bilinear", align_corners=True)
+    scale = torch.tensor([(h - 1) / (s_h - 1), (w - 1) / (s_w - 1)], device=flow.device).view(1, 2, 1, 1)
+    return (flow * scale)[0].cpu().numpy().astype(np.float32)
 
     def register(self, moving, fixed) -> tuple[np.ndarray, np.ndarray]:
         from fusionbench.warp import warp

@@ -47,6 +47,13 @@ def load_model(weights: str):
     return pm.PAMRFusePlus(weights=weights, device="cpu")
 
 
+def perfect_target(model, case):
+    """The perfect pseudo-MRI: the MRI moved into the PAT frame by the phantom's true inverse field."""
+    from fusionbench.warp import warp
+
+    return model._tensor(warp(case.mri, case.meta["flow_mri_to_pat"]).astype(np.float32), model.cfg.size)
+
+
 def fit_direct(target, moving, kind: str, steps: int = 300, grid: int = 6):
     """A flow (1, 2, S, S) minimising ``L1(warp(moving, flow), target)``: affine or cubic grid."""
     import torch
@@ -74,14 +81,13 @@ def fit_direct(target, moving, kind: str, steps: int = 300, grid: int = 6):
     return flow().detach()
 
 
-def train_mlr_alone(model, cases, train_cases, steps: int, target: str, lambda_sm: float, project_flow,
-                    seed: int = 0) -> list[tuple[int, float]]:
+def train_mlr_alone(model, cases, train_cases, steps: int, target: str, lambda_sm: float, seed: int = 0) -> list[tuple[int, float]]:
     """Endpoint error on ``cases`` every 100 steps of a fresh MLR trained on ``train_cases``."""
     import torch
 
     from fusionbench.metrics.registration import endpoint_error
-    from fusionbench.warp import warp
     from pamrfuse.losses import registration_loss
+    from pamrfuse.method import mlr_flow_to_input_grid as project_flow
     from pamrfuse.mlr import MLR
 
     size = model.cfg.size
@@ -89,7 +95,7 @@ def train_mlr_alone(model, cases, train_cases, steps: int, target: str, lambda_s
     def pair(case):
         mri = model._tensor(case.mri, size)
         if target == "perfect":
-            return model._tensor(warp(case.mri, case.meta["flow_mri_to_pat"]).astype(np.float32), size), mri
+            return perfect_target(model, case), mri
         with torch.no_grad():
             return model.net.pseudo_mri(model._tensor(case.pat, size)), mri
 
@@ -119,11 +125,10 @@ def train_mlr_alone(model, cases, train_cases, steps: int, target: str, lambda_s
 
 def main(argv=None) -> int:
     import torch
-    import torch.nn.functional as F
 
     from fusionbench.data import load_dataset
     from fusionbench.metrics.registration import endpoint_error
-    from fusionbench.warp import warp
+    from pamrfuse.method import mlr_flow_to_input_grid as project_flow
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", default="shipped")
@@ -139,18 +144,11 @@ def main(argv=None) -> int:
     net, size = model.net.eval(), model.cfg.size
     cases = load_dataset("phantom", args.split)[: args.pairs]
 
-    def project_flow(mlr_flow, shape):
-        """MLR's flow (MRI into the PAT frame, at ``size``) as the project's flow on the input grid."""
-        h, w = shape
-        flow = F.interpolate(-mlr_flow, size=(h, w), mode="bilinear", align_corners=True)
-        scale = torch.tensor([(h - 1) / (size - 1), (w - 1) / (size - 1)]).view(1, 2, 1, 1)
-        return (flow * scale)[0].numpy()
-
     if args.train_mlr:
         print(f"a fresh MLR against the {args.target} target, smoothness L2 x{args.lambda_sm:g}; mean endpoint "
               f"error inside the body on {len(cases)} {args.split} pairs:")
         train_mlr_alone(model, cases, load_dataset("phantom", "train"), args.train_mlr, args.target,
-                        args.lambda_sm, project_flow)
+                        args.lambda_sm)
         return 0
     errors: dict[str, list[float]] = {}
     for case in cases:
@@ -162,7 +160,7 @@ def main(argv=None) -> int:
         record("identity", np.zeros_like(case.flow_true))
         record("pamrfuse+", model.predict_flow(case.pat, case.mri))
         mri = model._tensor(case.mri, size)
-        perfect = model._tensor(warp(case.mri, case.meta["flow_mri_to_pat"]).astype(np.float32), size)
+        perfect = perfect_target(model, case)
         with torch.no_grad():
             pseudo = net.pseudo_mri(model._tensor(case.pat, size))
             if net.mlr is not None:
