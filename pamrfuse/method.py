@@ -51,6 +51,16 @@ def load_shipped_model(preset: str = "lite", ablation: str | None = None) -> PAM
     return net.eval()
 
 
+def mlr_flow_to_input_grid(mlr_flow: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
+    """MLR's flow (1, 2, s, s), MRI into the PAT frame at the network size, as the project's flow
+    (2, H, W) on the input grid: negated (paper Eq. 3), resized and its magnitudes scaled."""
+    h, w = shape
+    s_h, s_w = mlr_flow.shape[-2:]
+    flow = F.interpolate(-mlr_flow.float(), size=(h, w), mode="bilinear", align_corners=True)
+    scale = torch.tensor([(h - 1) / (s_h - 1), (w - 1) / (s_w - 1)], device=flow.device).view(1, 2, 1, 1)
+    return (flow * scale)[0].cpu().numpy().astype(np.float32)
+
+
 class PAMRFusePlus(FusionMethod, RegistrationMethod):
     """PAMRFuse+ (P2M style transfer + MLR registration + DFDF fusion), trained in two stages."""
 
@@ -131,16 +141,6 @@ class PAMRFusePlus(FusionMethod, RegistrationMethod):
         s = self.cfg.size
         out = net.register(self._tensor(pat, s), self._tensor(mri, s))
         return mlr_flow_to_input_grid(out["flow"], (h, w))
-
-
-def mlr_flow_to_input_grid(mlr_flow: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
-    """MLR's flow (1, 2, s, s), MRI into the PAT frame at the network size, as the project's flow
-    (2, H, W) on the input grid: negated (paper Eq. 3), resized and its magnitudes scaled."""
-    h, w = shape
-    s_h, s_w = mlr_flow.shape[-2:]
-    flow = F.interpolate(-mlr_flow.float(), size=(h, w), mode="bilinear", align_corners=True)
-    scale = torch.tensor([(h - 1) / (s_h - 1), (w - 1) / (s_w - 1)], device=flow.device).view(1, 2, 1, 1)
-    return (flow * scale)[0].cpu().numpy().astype(np.float32)
 
     def register(self, moving, fixed) -> tuple[np.ndarray, np.ndarray]:
         from fusionbench.warp import warp
