@@ -81,9 +81,13 @@ def fit_direct(target, moving, kind: str, steps: int = 300, grid: int = 6):
     return flow().detach()
 
 
-def train_mlr_alone(model, cases, train_cases, steps: int, target: str, lambda_sm: float, seed: int = 0) -> list[tuple[int, float]]:
-    """Endpoint error on ``cases`` every 100 steps of a fresh MLR trained on ``train_cases``."""
+def train_mlr_alone(model, cases, train_cases, steps: int, target: str, lambda_sm: float, seed: int = 0,
+                    reg_vgg: bool = False) -> list[tuple[int, float]]:
+    """Endpoint error on ``cases`` every 100 steps of a fresh MLR trained on ``train_cases``; with
+    ``reg_vgg`` the loss adds the paper's VGG relu4_1 term to the pixel term."""
     import torch
+
+    from pamrfuse.losses import VGGTaps, load_vgg
 
     from fusionbench.metrics.registration import endpoint_error
     from pamrfuse.losses import registration_loss
@@ -103,6 +107,7 @@ def train_mlr_alone(model, cases, train_cases, steps: int, target: str, lambda_s
     evaluation = [pair(c) for c in cases]
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
+    vgg = VGGTaps(load_vgg(model.cfg.vgg_source)[0], imagenet_norm=model.cfg.vgg_imagenet_norm) if reg_vgg else None
     mlr = MLR()
     opt = torch.optim.Adam(mlr.parameters(), lr=1e-3)
     curve = []
@@ -110,7 +115,7 @@ def train_mlr_alone(model, cases, train_cases, steps: int, target: str, lambda_s
         idx = rng.integers(len(train), size=2)
         tgt = torch.cat([train[i][0] for i in idx])
         mov = torch.cat([train[i][1] for i in idx])
-        loss = registration_loss(tgt, mov, mlr(tgt, mov)["flow"], None, lambda_sm=lambda_sm, penalty="l2")
+        loss = registration_loss(tgt, mov, mlr(tgt, mov)["flow"], vgg, lambda_sm=lambda_sm, penalty="l2")
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -137,6 +142,7 @@ def main(argv=None) -> int:
     ap.add_argument("--train-mlr", type=int, default=0, metavar="STEPS")
     ap.add_argument("--target", choices=["pseudo", "perfect"], default="pseudo")
     ap.add_argument("--lambda-sm", type=float, default=10.0)
+    ap.add_argument("--reg-vgg", action="store_true", help="--train-mlr with the VGG relu4_1 term too")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -145,10 +151,11 @@ def main(argv=None) -> int:
     cases = load_dataset("phantom", args.split)[: args.pairs]
 
     if args.train_mlr:
-        print(f"a fresh MLR against the {args.target} target, smoothness L2 x{args.lambda_sm:g}; mean endpoint "
+        print(f"a fresh MLR against the {args.target} target, {'pixel + VGG' if args.reg_vgg else 'pixel'} loss, "
+              f"smoothness L2 x{args.lambda_sm:g}; mean endpoint "
               f"error inside the body on {len(cases)} {args.split} pairs:")
         train_mlr_alone(model, cases, load_dataset("phantom", "train"), args.train_mlr, args.target,
-                        args.lambda_sm)
+                        args.lambda_sm, reg_vgg=args.reg_vgg)
         return 0
     errors: dict[str, list[float]] = {}
     for case in cases:
