@@ -87,10 +87,8 @@ def train_mlr_alone(model, cases, train_cases, steps: int, target: str, lambda_s
     ``reg_vgg`` the loss adds the paper's VGG relu4_1 term to the pixel term."""
     import torch
 
-    from pamrfuse.losses import VGGTaps, load_vgg
-
     from fusionbench.metrics.registration import endpoint_error
-    from pamrfuse.losses import registration_loss
+    from pamrfuse.losses import VGGTaps, load_vgg, registration_loss
     from pamrfuse.method import mlr_flow_to_input_grid as project_flow
     from pamrfuse.mlr import MLR
 

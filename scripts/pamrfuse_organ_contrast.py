@@ -8,7 +8,7 @@ kidneys and heart stand out (``ORGAN_VISIBLE_PAT_MUA``), trains `lite` on its tr
 as the shipped weights were trained (resumable, in ``--workdir``), and prints the registration
 table on its test split: ``identity``, ``mi-bspline``, ``voxelmorph`` (retrained on the same train
 split, cached in ``--workdir``) and ``pamrfuse+`` with MI, NMI, NCC, endpoint error and
-warped-label Dice.
+warped-label Dice, plus a row for the shipped `lite` weights (trained on the default phantom).
 
 Usage: ``python scripts/pamrfuse_organ_contrast.py --workdir DIR [--threads 2] [--pairs 48]``
 """
@@ -22,8 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-#: shared/reference/data-segmentation-ecosystem.md, PAT rendering: the prototype μa (1/mm) that
-#: made deep organs visible in PAT (a U-Net on PAT reached 0.79-0.90 Dice for them).
+#: shared/reference/data-segmentation-ecosystem.md, PAT rendering: the first prototype's μa (1/mm),
+#: with which, the notes report, a U-Net on that prototype's PAT reached 0.79-0.90 Dice on deep organs.
 ORGAN_VISIBLE_PAT_MUA = {"body": 0.02, "brain": 0.03, "lung": 0.03, "heart": 0.06, "liver": 0.10,
                          "intestines": 0.03, "kidneys": 0.08, "spleen": 0.15, "spine": 0.04,
                          "tumour": 0.09, "vessels": 0.25}
@@ -52,7 +52,8 @@ def main(argv=None) -> int:
     voxelmorph.fit(train, args.workdir / "voxelmorph")
     methods = {"identity": create_method("identity"), "mi-bspline": create_method("mi-bspline"),
                "voxelmorph": voxelmorph,
-               "pamrfuse+": create_method("pamrfuse+", weights=str(weights), device="cpu")}
+               "pamrfuse+": create_method("pamrfuse+", weights=str(weights), device="cpu"),
+               "pamrfuse+ (shipped weights)": create_method("pamrfuse+", device="cpu")}
     columns = ("MI", "NMI", "NCC", "EPE_mean", "Dice")
     rows = {name: [] for name in methods}
     for case in test:
