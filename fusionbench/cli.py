@@ -24,6 +24,28 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _setting_value(text: str):
+    """A ``--set`` value: JSON where it parses (numbers, true/false, lists), else the text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _method_settings(items: list[str], *, per_method: bool) -> dict:
+    """``--set`` items, ``KEY=VALUE`` or (``per_method``) ``METHOD.KEY=VALUE``, as settings."""
+    settings: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        method, dot, name = key.rpartition(".") if per_method else ("", "", key)
+        if not sep or not name.strip() or (per_method and not (dot and method.strip())):
+            form = "METHOD.KEY=VALUE" if per_method else "KEY=VALUE"
+            _fail(f"--set {item!r}: expected {form}")
+        target = settings.setdefault(method.strip().lower(), {}) if per_method else settings
+        target[name.strip()] = _setting_value(value)
+    return settings
+
+
 class _RichProgress:
     """One progress bar per method, coloured by its state."""
 
@@ -70,6 +92,8 @@ def run_cmd(
     tasks: Optional[str] = typer.Option(None, "--tasks", help="then run task evaluations NAME,... "
                                         "(e.g. contour,organs; see `fusionbench segment`)"),
     preset: str = typer.Option("quick", "--preset", help="task training preset (quick | standard)"),
+    settings: Optional[list[str]] = typer.Option(None, "--set", help="METHOD.KEY=VALUE passed to a method, "
+                                                 "e.g. pamrfuse+.preset=paper (repeatable)"),
 ) -> None:
     """Register, fuse and score every selected method on a dataset's test split.
 
@@ -90,7 +114,8 @@ def run_cmd(
                        scheduler=scheduler, resume=resume, limit=limit, device=device,
                        fit=True if fit else [n for n in names if n in named],
                        convention=convention,
-                       metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else None)
+                       metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
+                       settings=_method_settings(settings or [], per_method=True))
     columns = [TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("{task.fields[status]}")]
     try:
@@ -222,10 +247,18 @@ def report_cmd(run_dir: Path = typer.Argument(..., help="a run folder")) -> None
 @app.command("fit")
 def fit_cmd(method: str = typer.Argument(...), dataset: str = typer.Option("phantom", "--dataset", "-d"),
             device: str = typer.Option("auto", "--device"),
+            preset: Optional[str] = typer.Option(None, "--preset", help="the method's preset, e.g. "
+                                                 "pamrfuse+ --preset paper (same as --set preset=...)"),
+            settings: Optional[list[str]] = typer.Option(None, "--set", help="KEY=VALUE passed to the method "
+                                                         "(repeatable)"),
             cache_dir: Optional[Path] = typer.Option(None, "--cache-dir",
                                                      help="default $FUSIONBENCH_CACHE/fit or "
                                                           "~/.cache/fusionbench/fit")) -> None:
-    """Train one method on a dataset's train split and cache it for later runs."""
+    """Train one method on a dataset's train split and cache it for later runs.
+
+    A run uses the fit when it creates the method alike: ``fusionbench fit pamrfuse+ --preset paper``
+    then ``fusionbench run --methods pamrfuse+ --set pamrfuse+.preset=paper``.
+    """
     from .methods import get_method_info
     from .runner import RunError, fit_cache_root, fit_method, resolve_device
 
@@ -239,7 +272,10 @@ def fit_cmd(method: str = typer.Argument(...), dataset: str = typer.Option("phan
         return
     cache = fit_cache_root(cache_dir=cache_dir)
     try:
-        fit_method(info.name, dataset, cache_dir=cache, device=dev, log=console.print)
+        options = _method_settings(settings or [], per_method=False)
+        if preset is not None:
+            options["preset"] = preset
+        fit_method(info.name, dataset, cache_dir=cache, device=dev, log=console.print, settings=options)
     except (ValueError, FileNotFoundError) as exc:
         _fail(f"{type(exc).__name__}: {exc}")
     console.print(f"fitted {method}; cached under {cache}")

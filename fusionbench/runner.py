@@ -76,6 +76,8 @@ class RunConfig:
     #: (the CLI puts the methods named explicitly here, or all with ``--fit``); the others are
     #: skipped with a note, so ``--methods all`` never starts hours of training unasked.
     fit: Sequence[str] | bool = True
+    #: Keyword settings per method name, passed to the method's factory (``--set pamrfuse+.preset=paper``).
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -193,10 +195,15 @@ def _accepts_device(factory) -> bool:
     return "device" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
-def _create(name: str, device: str | None):
+def _create(name: str, device: str | None, settings: dict[str, Any] | None = None):
     info = get_method_info(name)
     cfg = {"device": device} if device is not None and _accepts_device(info.factory) else {}
-    return create_method(name, **cfg)
+    try:
+        return create_method(name, **{**(settings or {}), **cfg})
+    except TypeError as exc:
+        if not settings:
+            raise
+        raise ValueError(f"{name}: settings {settings} not accepted ({exc})") from None
 
 
 def _fit_key(name: str, method, fingerprint: str) -> str:
@@ -220,17 +227,18 @@ def _cache_root(config: RunConfig) -> Path:
 
 
 def fit_method(name: str, dataset: str, *, cache_dir: Path, device: str = "cpu", method=None,
-               train_cases=None, log=None):
+               train_cases=None, log=None, settings: dict[str, Any] | None = None):
     """Create (unless given) and fit one trainable method on ``dataset``'s train split, cached.
 
     The fitted instance is pickled to ``cache_dir/KEY/method.pkl`` with ``KEY`` a hash of the
     method's name, class, configuration and the dataset fingerprint; ``fit`` gets
     ``cache_dir/KEY/work`` as its working folder. A later call with the same key loads the pickle
-    instead of training. Returns the fitted instance.
+    instead of training. ``settings`` go to the method's factory (e.g. ``{"preset": "paper"}``).
+    Returns the fitted instance.
     """
     from .data.datasets import dataset_fingerprint, load_dataset
 
-    method = method if method is not None else _create(name, device)
+    method = method if method is not None else _create(name, device, settings)
     if not getattr(method, "trainable", False) and not get_method_info(name).trainable:
         return method
     key = _fit_key(name, method, dataset_fingerprint(dataset))
@@ -428,6 +436,9 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunSummary:
             raise RunError(f"--metrics: {exc}") from None
     if config.limit is not None and config.limit < 1:
         raise RunError(f"--limit must be >= 1, got {config.limit}")
+    stray = sorted(set(config.settings) - {*names, registration})
+    if stray:
+        raise RunError(f"--set names method(s) not in this run: {', '.join(stray)}")
 
     cases = load_dataset(config.dataset, split="test")
     if config.limit is not None:
@@ -447,7 +458,8 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunSummary:
               "dataset": config.dataset, "dataset_fingerprint": fingerprint,
               "cases": [c.id for c in cases], "limit": config.limit, "device": device,
               "convention": config.convention,
-              "metrics": list(config.metrics) if config.metrics else None, "versions": _versions(), "method_configs": {}}
+              "metrics": list(config.metrics) if config.metrics else None, "versions": _versions(), "method_configs": {},
+              "method_settings": {k: dict(v) for k, v in config.settings.items()}}
     out.mkdir(parents=True, exist_ok=True)
     _check_resume(out, config, record)
 
@@ -460,14 +472,15 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunSummary:
         role = "registration" if n in reg_methods else info.role
         statuses[n] = MethodStatus(n, role, total=len(cases))
         try:
-            method = _create(n, device)
+            method = _create(n, device, config.settings.get(n))
             if info.trainable or getattr(method, "trainable", False):
                 if train_cases is None:
                     train_cases = load_dataset(config.dataset, split="train")
                 state = training_state(n, method, config.dataset, train_cases, _cache_root(config))
                 if state == "untrained" and n not in reg_methods and not _may_fit(n, config.fit):
+                    sets = "".join(f" --set {k}={json.dumps(v)}" for k, v in config.settings.get(n, {}).items())
                     statuses[n].untrained = (f"no weights for {config.dataset}; train it with "
-                                             f"`fusionbench fit {n} --dataset {config.dataset}` or run with --fit")
+                                             f"`fusionbench fit {n} --dataset {config.dataset}{sets}` or run with --fit")
                     progress.note(f"{n}: skipped, {statuses[n].untrained}")
                     continue
                 if state != "weights":
@@ -486,6 +499,7 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunSummary:
         record["methods"] = list(dict.fromkeys(old.get("methods", []) + fusion_names))
         record["registration_methods"] = list(dict.fromkeys(old.get("registration_methods", []) + reg_methods))
         record["method_configs"] = {**old.get("method_configs", {}), **record["method_configs"]}
+        record["method_settings"] = {**old.get("method_settings", {}), **record["method_settings"]}
     atomic_write_bytes(out / "run.json", _json_bytes(record))
 
     for c in cases:

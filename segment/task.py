@@ -76,12 +76,15 @@ def _fused_train_images(run_dir: Path, record: dict, method: str, cases, log=Non
         return [read_image(p) for p in paths]
     dataset, cache = record["dataset"], _fit_cache(run_dir)
     device = record.get("device", "cpu")
-    fuser = fit_method(method, dataset, cache_dir=cache, device=device, train_cases=cases)
+    settings = record.get("method_settings", {})  # the run's --set, so the same methods fuse
+    fuser = fit_method(method, dataset, cache_dir=cache, device=device, train_cases=cases,
+                       settings=settings.get(method))
     info = get_method_info(method)
     registration = record.get("registration", "identity")
     registrar = None
     if info.needs_alignment and registration != "identity":
-        registrar = fit_method(registration, dataset, cache_dir=cache, device=device, train_cases=cases)
+        registrar = fit_method(registration, dataset, cache_dir=cache, device=device, train_cases=cases,
+                               settings=settings.get(registration))
     if log:
         log(f"fusing {len(cases)} train pairs with {method}")
     out = []

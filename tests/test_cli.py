@@ -107,3 +107,41 @@ def test_run_with_contour_task_writes_table_3(tmp_path, monkeypatch):
     assert unknown.exit_code == 2 and "unknown task(s) nope" in unknown.output
     not_a_run = runner.invoke(app, ["segment", str(tmp_path)])
     assert not_a_run.exit_code == 2 and "no run.json" in not_a_run.output
+
+
+def test_fit_with_a_preset_is_the_fit_a_run_with_the_same_settings_uses(tmp_path, monkeypatch):
+    # `fusionbench fit pamrfuse+ --preset paper --device cuda` is the command; the tiny
+    # preset keeps the same path cheap.
+    import pickle
+
+    monkeypatch.setenv("FUSIONBENCH_CACHE", str(tmp_path / "cache"))
+    data = "phantom:n=4,size=64"
+    fitted = runner.invoke(app, ["fit", "pamrfuse+", "--dataset", data, "--preset", "tiny", "--device", "cpu"])
+    assert fitted.exit_code == 0, fitted.output
+    pickles = list((tmp_path / "cache" / "fit").glob("pamrfuse+-*/method.pkl"))
+    assert len(pickles) == 1
+    with open(pickles[0], "rb") as fh:
+        method = pickle.load(fh)
+    assert method.cfg.preset == "tiny" and method.provenance["preset"] == "tiny"
+
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["run", "--dataset", data, "--registration", "identity", "--jobs", "1",
+                                 "--metrics", "SF", "--limit", "1", "--device", "cpu", "--methods", "pamrfuse+",
+                                 "--set", "pamrfuse+.preset=tiny", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "fitting" not in result.output  # the cached fit was used, not a new training
+    record = json.loads((out / "run.json").read_text())
+    assert record["method_settings"] == {"pamrfuse+": {"preset": "tiny"}}
+    assert record["method_configs"]["pamrfuse+"]["preset"] == "tiny"
+
+
+def test_bad_method_settings_are_one_clear_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("FUSIONBENCH_CACHE", str(tmp_path / "cache"))
+    args = ["run", "--dataset", "phantom:n=4,size=64", "--registration", "identity", "--jobs", "1",
+            "--metrics", "SF", "--limit", "1", "--methods", "average"]
+    no_method = runner.invoke(app, args + ["--set", "preset=paper", "--out", str(tmp_path / "a")])
+    assert no_method.exit_code == 2 and "expected METHOD.KEY=VALUE" in no_method.output
+    elsewhere = runner.invoke(app, args + ["--set", "maximum.x=1", "--out", str(tmp_path / "b")])
+    assert elsewhere.exit_code == 2 and "not in this run: maximum" in elsewhere.output
+    unknown = runner.invoke(app, args + ["--set", "average.colour=2", "--out", str(tmp_path / "c")])
+    assert unknown.exit_code == 1 and "average: settings {'colour': 2} not accepted" in unknown.output
