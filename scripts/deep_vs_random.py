@@ -7,7 +7,11 @@ started from (VGGML: a seeded random VGG-16), and prints SSIM and Qabf (``fusion
 conventions): means and on how many pairs the shipped weights score higher. The pairs are fused
 as they come (unregistered), the same input for both weight sets. ``--csv`` keeps the per-pair values.
 
-Usage: ``python scripts/deep_vs_random.py [--methods cnn,mefgan] [--split test] [--pairs N] [--csv F]``
+``--why`` instead prints what lies behind the two methods whose trained weights do not win (README):
+how decisive CNN's focus map is, and how closely VGGML's detail weights follow the sources' local
+detail energy, with trained and with random weights.
+
+Usage: ``python scripts/deep_vs_random.py [--methods cnn,mefgan] [--split test] [--pairs N] [--csv F] [--why]``
 """
 from __future__ import annotations
 
@@ -22,6 +26,39 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 #: The two arms, trained and random, as method settings; the default for the trainable methods.
 ARMS = {"vggml": {"trained": {"vgg": "imagenet"}, "random": {"vgg": "random"}}}
 DEFAULT_ARMS = {"trained": {"weights": "shipped"}, "random": {"weights": "random"}}
+
+
+def why(cases) -> None:
+    """CNN: share of decisive focus-map pixels; VGGML: per-tap correlation of the PAT's detail weight
+    with the PAT's share of local detail energy (5×5), and the weight's spread."""
+    import torch
+    from scipy import ndimage as ndi
+
+    from baselines.fusion import vggml
+    from baselines.fusion._deep import to_tensor
+    from fusionbench.methods import create_method
+
+    torch.set_grad_enabled(False)
+    for weights, settings in DEFAULT_ARMS.items():
+        cnn = create_method("cnn", **settings, device="cpu")
+        w = np.concatenate([cnn.weight_map(c.pat, c.mri).ravel() for c in cases])
+        print(f"cnn {weights}: W mean {w.mean():.3f}, below 0.1 or above 0.9 on {np.mean(np.abs(w - 0.5) > 0.4):.0%}")
+    for weights, settings in ARMS["vggml"].items():
+        method = create_method("vggml", **settings, device="cpu")
+        corr, spread = [], []
+        for c in cases:
+            details = [img - vggml.tikhonov_lowpass(img, method.lmbda) for img in (c.pat, c.mri)]
+            energy = [ndi.uniform_filter(d ** 2, 5) for d in details]
+            share = energy[0] / (energy[0] + energy[1] + 1e-12)
+            maps = [vggml.extract(method.features, to_tensor(d, "cpu"), method.tap_ends, normalize=False)
+                    for d in details]
+            for level, (fa, fb) in enumerate(zip(*maps)):
+                wa = np.asarray(vggml.detail_weights(fa, fb, 2 ** level, c.pat.shape)).ravel()
+                corr.append(np.corrcoef(wa, share.ravel())[0, 1])
+                spread.append(wa.std())
+        corr, spread = (np.mean(np.reshape(v, (len(cases), -1)), axis=0) for v in (corr, spread))
+        print(f"vggml {weights}: correlation with detail-energy share per tap "
+              f"{[round(float(x), 2) for x in corr]}, weight std {[round(float(x), 3) for x in spread]}")
 
 
 def main(argv=None) -> int:
@@ -40,8 +77,12 @@ def main(argv=None) -> int:
     ap.add_argument("--pairs", type=int, default=None, help="only the first N pairs")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--csv", type=Path, default=None)
+    ap.add_argument("--why", action="store_true", help="the CNN and VGGML mechanisms instead (README)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.why:
+        why(load_dataset("phantom", args.split)[: args.pairs or 4])
+        return 0
     names = args.methods.split(",") if args.methods else [*trainable_deep_methods(), "vggml"]
     cases = load_dataset("phantom", args.split)[: args.pairs]
     rows = []
