@@ -49,12 +49,10 @@ def why(cases) -> None:
         for c in cases:
             details = [img - vggml.tikhonov_lowpass(img, method.lmbda) for img in (c.pat, c.mri)]
             energy = [ndi.uniform_filter(d ** 2, 5) for d in details]
-            share = energy[0] / (energy[0] + energy[1] + 1e-12)
-            maps = [vggml.extract(method.features, to_tensor(d, "cpu"), method.tap_ends, normalize=False)
-                    for d in details]
-            for level, (fa, fb) in enumerate(zip(*maps)):
-                wa = np.asarray(vggml.detail_weights(fa, fb, 2 ** level, c.pat.shape)).ravel()
-                corr.append(np.corrcoef(wa, share.ravel())[0, 1])
+            share = (energy[0] / (energy[0] + energy[1] + 1e-12)).ravel()
+            for wa, _ in method.tap_weights(*(to_tensor(d, "cpu") for d in details)):
+                wa = wa.double().cpu().numpy().ravel()
+                corr.append(np.corrcoef(wa, share)[0, 1])
                 spread.append(wa.std())
         corr, spread = (np.mean(np.reshape(v, (len(cases), -1)), axis=0) for v in (corr, spread))
         print(f"vggml {weights}: correlation with detail-energy share per tap "

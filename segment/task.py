@@ -60,9 +60,7 @@ def _fit_cache(run_dir: Path) -> Path:
 def _fused_train_images(run_dir: Path, record: dict, method: str, cases, log=None) -> list[np.ndarray]:
     """The train split fused by ``method`` after the run's registration, cached as PNG."""
     from fusionbench.methods import get_method_info, load_plugins
-    from fusionbench.runner import fit_method
-
-    from fusionbench.runner import config_fingerprint
+    from fusionbench.runner import config_fingerprint, fit_method
 
     load_plugins()
     folder = run_dir / "segment" / "train_images" / method

@@ -98,18 +98,19 @@ class VGGML(TorchFusion):
     def describe_weights(self) -> str:
         return self.feature_network
 
-    def fuse_pair(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
-        base_a, base_b = tikhonov_lowpass(ir, self.lmbda), tikhonov_lowpass(vis, self.lmbda)
-        detail_a, detail_b = ir - base_a, vis - base_b
-        ta = to_tensor(detail_a, self.torch_device)
-        tb = to_tensor(detail_b, self.torch_device)
+    def tap_weights(self, ta: torch.Tensor, tb: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per VGG tap, the full-resolution weights (H, W) of the two detail layers."""
         maps_a = extract(self.features, ta, self.tap_ends, normalize=False)
         maps_b = extract(self.features, tb, self.tap_ends, normalize=False)
-        fused_details = []
-        for level, (fa, fb) in enumerate(zip(maps_a, maps_b)):
-            wa = detail_weights(fa, fb, 2 ** level, ir.shape)
-            wb = detail_weights(fb, fa, 2 ** level, ir.shape)
-            fused_details.append(wa * ta[0, 0] + wb * tb[0, 0])
+        shape = tuple(ta.shape[-2:])
+        return [(detail_weights(fa, fb, 2 ** level, shape), detail_weights(fb, fa, 2 ** level, shape))
+                for level, (fa, fb) in enumerate(zip(maps_a, maps_b))]
+
+    def fuse_pair(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
+        base_a, base_b = tikhonov_lowpass(ir, self.lmbda), tikhonov_lowpass(vis, self.lmbda)
+        ta = to_tensor(ir - base_a, self.torch_device)
+        tb = to_tensor(vis - base_b, self.torch_device)
+        fused_details = [wa * ta[0, 0] + wb * tb[0, 0] for wa, wb in self.tap_weights(ta, tb)]
         detail = torch.stack(fused_details).amax(0).double().cpu().numpy()
         return im2uint8(0.5 * (base_a + base_b) + detail) / 255.0
 
