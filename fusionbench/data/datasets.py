@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from . import Case
+from .case import Case
 
 __all__ = ["parse_dataset_spec", "load_dataset", "dataset_fingerprint", "DATASET_KINDS", "FOLDER_OPTIONS"]
 
@@ -188,10 +188,10 @@ def dataset_fingerprint(spec: str, **kw) -> str:
     """
     kind, params = parse_dataset_spec(spec)
     if kind == "phantom":
-        from . import phantom
+        from .phantom import GENERATOR_VERSION
 
         return _digest({"kind": kind, "config": _phantom_config(params),
-                        "generator": getattr(phantom, "GENERATOR_VERSION", None)})
+                        "generator": GENERATOR_VERSION})
     from .folder import LOADER_VERSION, folder_files
 
     root = Path(params["path"])

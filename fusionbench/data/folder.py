@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import Case
+from .case import Case
 from .io import (READABLE_SUFFIXES, ArrayFile, ColourImageError, ImageError, as_image, file_stem,
                  file_suffix, normalize_intensity, read_array)
 

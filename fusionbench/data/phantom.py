@@ -49,7 +49,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..warp import warp
-from . import ORGAN_IDS, ORGANS, Case
+from .case import ORGAN_IDS, ORGANS, Case
 from ._anatomy import LEVELS, draw_anatomy, draw_animal
 from ._pat_physics import acquire_and_reconstruct, fluence_diffusion, fluence_fast
 from .cache import NpzCache

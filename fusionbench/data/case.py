@@ -1,0 +1,71 @@
+"""The Case record (one PAT/MRI pair with optional ground truth) and the organ label ids."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .io import ImageError, as_image, as_label_map, check_same_shape
+
+__all__ = ["Case", "ORGANS", "ORGAN_IDS"]
+
+#: Label ids of the organ label maps (DESIGN §3; data notes §1b). 0 is water/background.
+ORGANS: dict[int, str] = {
+    0: "background",
+    1: "body",
+    2: "brain",
+    3: "lung",
+    4: "heart",
+    5: "liver",
+    6: "intestines",
+    7: "kidneys",
+    8: "spleen",
+    9: "spine",
+    10: "tumour",
+    11: "vessels",
+}
+ORGAN_IDS: dict[str, int] = {v: k for k, v in ORGANS.items()}
+
+
+@dataclass
+class Case:
+    """One PAT/MRI pair with optional ground truth.
+
+    ``pat`` (moving) and ``mri`` (fixed) are float32 (H, W) images in [0, 1]. ``labels_mri`` is an
+    int label map in MRI space (ids of :data:`ORGANS`), ``labels_pat`` the same anatomy in PAT
+    space, ``flow_true`` the float32 (2, H, W) displacement (pixels; channel 0 rows, 1 columns) with
+    ``warp(pat, flow_true)`` aligned to ``mri``.
+    """
+
+    id: str
+    pat: np.ndarray
+    mri: np.ndarray
+    labels_mri: np.ndarray | None = None
+    labels_pat: np.ndarray | None = None
+    flow_true: np.ndarray | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.pat = as_image(self.pat, name=f"{self.id}/pat")
+        self.mri = as_image(self.mri, name=f"{self.id}/mri")
+        check_same_shape(pat=self.pat, mri=self.mri)
+        shape = self.mri.shape
+        for key in ("labels_mri", "labels_pat"):
+            lab = getattr(self, key)
+            if lab is not None:
+                lab = as_label_map(lab, f"{self.id}/{key}")
+                if lab.shape != shape:
+                    raise ImageError(f"{self.id}/{key}: shape {lab.shape} differs from image shape {shape}")
+                setattr(self, key, lab)
+        if self.flow_true is not None:
+            flow = np.asarray(self.flow_true, dtype=np.float32)
+            if flow.shape != (2, *shape):
+                raise ImageError(f"{self.id}/flow_true: shape {flow.shape}, expected {(2, *shape)}")
+            if not np.all(np.isfinite(flow)):
+                raise ImageError(f"{self.id}/flow_true: NaN/Inf in flow")
+            self.flow_true = flow
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.mri.shape
