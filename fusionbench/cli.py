@@ -282,14 +282,26 @@ def fit_cmd(method: str = typer.Argument(...), dataset: str = typer.Option("phan
 
 
 @app.command("phantom")
-def phantom_cmd(out: Path = typer.Option(..., "--out", "-o"), n: int = typer.Option(64, "--n"),
-                size: int = typer.Option(256, "--size"), misalign: str = typer.Option("moderate", "--misalign"),
-                seed: int = typer.Option(0, "--seed"), split: str = typer.Option("test", "--split")) -> None:
-    """Write the built-in phantom data set to a folder (usable as --dataset folder:OUT)."""
+def phantom_cmd(out: Path = typer.Option(..., "--out", "-o", help="folder to write (created if missing)"),
+                n: int = typer.Option(64, "--n", help="number of pairs"),
+                size: int = typer.Option(256, "--size", help="image side in pixels (32-1024)"),
+                misalign: str = typer.Option("moderate", "--misalign", help="none | mild | moderate | severe"),
+                seed: int = typer.Option(0, "--seed"),
+                split: str = typer.Option("test", "--split", help="train | val | test"),
+                jobs: Optional[int] = typer.Option(None, "--jobs", "-j",
+                                                   help="worker processes for missing cases (default: cores)"),
+                progress: bool = typer.Option(True, "--progress/--no-progress")) -> None:
+    """Write the built-in phantom data set to a folder (usable as --dataset folder:OUT).
+
+    Writes pat/, mri/, labels_mri/, labels_pat/ (PNG), flow/ (.npy, PAT -> MRI), manifest.csv, preview.png.
+
+    Cases are read from (or generated into) the phantom cache under $FUSIONBENCH_CACHE.
+    """
     from .data.phantom import write_phantom_folder
 
     try:
-        path = write_phantom_folder(out, n=n, size=size, misalign=misalign, seed=seed, split=split)
+        path = write_phantom_folder(out, n=n, size=size, misalign=misalign, seed=seed, split=split, jobs=jobs,
+                                    progress=progress)
     except ValueError as exc:
         _fail(str(exc))
     console.print(f"wrote {n} phantom cases to {path}")
