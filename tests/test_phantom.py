@@ -10,7 +10,7 @@ from scipy import ndimage as ndi
 from scipy.special import i0
 
 from fusionbench.data import ORGAN_IDS, Case, read_image
-from fusionbench.data._pat_physics import acquire_and_reconstruct, fluence_diffusion, fluence_fast
+from fusionbench.data.phantom.pat_physics import acquire_and_reconstruct, fluence_diffusion, fluence_fast
 from fusionbench.data.cache import NpzCache, cache_key, default_cache_dir
 from fusionbench.data.phantom import (
     DEFAULT_MRI_T2,
@@ -324,7 +324,7 @@ def test_load_phantom_caches_and_parallel_equals_serial(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("generated again")
 
-    monkeypatch.setattr("fusionbench.data.phantom.generate_case", boom)
+    monkeypatch.setattr("fusionbench.data.phantom.cache.generate_case", boom)
     again = load_phantom("test", cfg, cache_dir=tmp_path / "a", jobs=1)
     assert again[1].mri.tobytes() == serial[1].mri.tobytes() and again[1].meta["level"] == "thorax"
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from .case import ORGAN_IDS
+from ..case import ORGAN_IDS
 
 __all__ = ["LEVELS", "AnimalTraits", "draw_animal", "draw_anatomy"]
 
