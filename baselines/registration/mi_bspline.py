@@ -43,39 +43,37 @@ def transform_to_flow(transform: sitk.Transform, shape: tuple[int, int]) -> np.n
 class MIBSpline(RegistrationMethod):
     """Affine then B-spline registration maximising Mattes mutual information.
 
+    The defaults were chosen on the phantom's validation and train splits; the measurements behind
+    each are in docs/baselines.md (``mi-bspline``).
+
     Parameters
     ----------
     bins : int
-        Histogram bins of the Mattes MI. 32: with the usual 50, affine MI on the 16 validation pairs
-        of phantom 1.2 ended at 2.32 px mean endpoint error instead of 2.00 px (identity 2.93).
+        Histogram bins of the Mattes MI (32; the usual 50 registers the phantom worse).
     sampling : float
         Share of fixed-image pixels sampled at random per iteration (fixed seed: deterministic).
     mesh : int
-        B-spline control-mesh cells per axis. 4 (64 px spacing at 256²): finer meshes (the
-        baselines notes suggest 8) let the deformation follow the PAT's speckle and vessels, which
-        the MRI does not share: 2.60 px at mesh 6, 2.16 px at mesh 4 on the validation pairs, where
-        the affine stage alone reached 2.00 px. On the phantom the B-spline stage adds nothing.
+        B-spline control-mesh cells per axis. 4 (64 px spacing at 256²): finer meshes let the
+        deformation follow the PAT's speckle and vessels, which the MRI does not share. On the
+        phantom the affine stage does nearly all the work.
     shrink, smooth : tuple
         Pyramid shrink factors and Gaussian smoothing sigmas (pixels) per level.
     affine_iterations, bspline_iterations : int
         Optimiser iteration caps per level. Both stages use regular-step gradient descent with
-        steps measured in pixels of displacement; L-BFGS-B on the B-spline took long steps into
-        wrong optima (3.1 px on the validation pairs).
+        steps measured in pixels of displacement (L-BFGS-B on the B-spline takes long steps into
+        wrong optima).
     bspline_step : float
-        Largest first step (pixels) of the B-spline stage. With 1 px and 50 iterations the
-        B-spline undid much of the affine gain on 32 train pairs (affine 2.36 px, then 2.84 px;
-        identity 3.02); 0.3 px and 20 iterations keep it (2.44 px, better than identity on 81 %).
+        Largest first step (pixels) of the B-spline stage; small steps and few iterations keep
+        the affine stage's gain instead of undoing it.
     moving_sigma : float
         Gaussian smoothing (pixels) of the moving image before registration; PAT's microvascular
-        speckle otherwise dominates its joint histogram with the MRI (affine, 50 bins, validation
-        pairs: 2.98 px unsmoothed, 2.30 px at 2 px smoothing; smoothing the MRI as well: 3.09 px). Set 0 for same-modality
+        speckle otherwise dominates its joint histogram with the MRI. Set 0 for same-modality
         pairs, where smoothing one image only biases MI. The returned warped image is the
         unsmoothed moving image.
     mask_margin : int or None
         Measure the metric only inside the fixed image's body dilated by this many pixels
         (:func:`~baselines.registration.regions.body_region`); None: the whole image. On the
-        phantom the flat water around the body otherwise dominates the joint histogram (mean
-        endpoint error 3.80 px unmasked vs 2.64 px masked on 8 test pairs, identity 2.58, phantom 1.1).
+        phantom the flat water around the body otherwise dominates the joint histogram.
     seed : int
         Seed of the random metric sampling.
     threads : int
