@@ -15,7 +15,7 @@ only on test images whose reference holds that organ; the table gives the number
 
 Usage::
 
-    nice python scripts/complementarity.py [--preset quick|standard] [--threads 1] [--jobs 1]
+    nice python research/complementarity.py [--preset quick|standard] [--threads 1] [--jobs 1]
 
 ``quick``: 40 train / 24 test animals (160 / 96 images), UNet(16, 32, 64, 128), 600 steps of
 8 patches of 112². ``standard``: the same data, 1200 steps.

@@ -10,7 +10,7 @@ table on its test split: ``identity``, ``mi-bspline``, ``voxelmorph`` (retrained
 split, cached in ``--workdir``) and ``pamrfuse+`` with MI, NMI, NCC, endpoint error and
 warped-label Dice, plus a row for the shipped `lite` weights (trained on the default phantom).
 
-Usage: ``python scripts/pamrfuse_organ_contrast.py --workdir DIR [--threads 2] [--pairs 48]``
+Usage: ``python research/pamrfuse_organ_contrast.py --workdir DIR [--threads 2] [--pairs 48]``
 """
 from __future__ import annotations
 
@@ -19,8 +19,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 #: shared/reference/data-segmentation-ecosystem.md, PAT rendering: the first prototype's μa (1/mm),
 #: with which, the notes report, a U-Net on that prototype's PAT reached 0.79-0.90 Dice on deep organs.

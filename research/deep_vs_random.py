@@ -11,7 +11,7 @@ as they come (unregistered), the same input for both weight sets. ``--csv`` keep
 how decisive CNN's focus map is, and how closely VGGML's detail weights follow the sources' local
 detail energy, with trained and with random weights.
 
-Usage: ``python scripts/deep_vs_random.py [--methods cnn,mefgan] [--split test] [--pairs N] [--csv F] [--why]``
+Usage: ``python research/deep_vs_random.py [--methods cnn,mefgan] [--split test] [--pairs N] [--csv F] [--why]``
 """
 from __future__ import annotations
 
@@ -21,11 +21,28 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 #: The two arms, trained and random, as method settings; the default for the trainable methods.
 ARMS = {"vggml": {"trained": {"vgg": "imagenet"}, "random": {"vgg": "random"}}}
 DEFAULT_ARMS = {"trained": {"weights": "shipped"}, "random": {"weights": "random"}}
+#: Registry kinds of the deep fusion methods (as ``scripts/train_deep_baselines.py``).
+DEEP_KINDS = ("cnn", "gan", "transformer")
+
+
+def trainable_deep_methods() -> list[str]:
+    """Registered deep fusion methods with trainable weights (those that declare ``train_config``):
+    ``scripts/train_deep_baselines.py``'s list."""
+    from fusionbench.methods import get_method_info, list_methods
+
+    infos = {name: get_method_info(name) for name in list_methods(role="fusion")}
+    return [name for name, info in infos.items()
+            if info.kind in DEEP_KINDS and hasattr(info.factory, "train_config")]
+
+
+def to_tensor(img: np.ndarray):
+    """(H, W) -> (1, 1, H, W) float32 CPU tensor."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None]
 
 
 def why(cases) -> None:
@@ -35,7 +52,6 @@ def why(cases) -> None:
     from scipy import ndimage as ndi
 
     from baselines.fusion import vggml
-    from baselines.fusion._deep import to_tensor
     from fusionbench.methods import create_method
 
     torch.set_grad_enabled(False)
@@ -50,7 +66,7 @@ def why(cases) -> None:
             details = [img - vggml.tikhonov_lowpass(img, method.lmbda) for img in (c.pat, c.mri)]
             energy = [ndi.uniform_filter(d ** 2, 5) for d in details]
             share = (energy[0] / (energy[0] + energy[1] + 1e-12)).ravel()
-            for wa, _ in method.tap_weights(*(to_tensor(d, "cpu") for d in details)):
+            for wa, _ in method.tap_weights(*(to_tensor(d) for d in details)):
                 wa = wa.double().cpu().numpy().ravel()
                 corr.append(np.corrcoef(wa, share)[0, 1])
                 spread.append(wa.std())
@@ -67,7 +83,6 @@ def main(argv=None) -> int:
     from fusionbench.data.io import atomic_write_bytes
     from fusionbench.methods import create_method
     from fusionbench.metrics.fusion import qabf, ssim
-    from train_deep_baselines import trainable_deep_methods
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--methods", default=None, help="NAME,... (default: every deep method)")

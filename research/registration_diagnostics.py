@@ -11,38 +11,63 @@
 3. Do the registration table's MI, NMI and NCC reward the true alignment? Their means for the
    unregistered pair and for the PAT warped by the phantom's true field (``warp(pat, flow_true)``).
 
-Usage: ``python scripts/registration_diagnostics.py [--pairs 16]``
+Usage: ``python research/registration_diagnostics.py [--pairs 16]``
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+def mattes_mi(fixed_mask):
+    """A SimpleITK registration with ``mi-bspline``'s metric settings (Mattes MI, its bins, random
+    sampling share and seed, pyramid, threads), the metric taken inside ``fixed_mask``."""
+    import SimpleITK as sitk
+
+    from baselines.registration.mi_bspline import MIBSpline
+
+    m = MIBSpline()
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricFixedMask(fixed_mask)
+    reg.SetNumberOfThreads(m.threads)
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=m.bins)
+    reg.SetMetricSamplingStrategy(reg.RANDOM)
+    reg.SetMetricSamplingPercentage(m.sampling, m.seed)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetShrinkFactorsPerLevel(list(m.shrink))
+    reg.SetSmoothingSigmasPerLevel(list(m.smooth))
+    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    return reg
+
+
+def to_sitk(img: np.ndarray):
+    """A float32 SimpleITK image with unit spacing and zero origin (physical = (column, row) indices)."""
+    import SimpleITK as sitk
+
+    return sitk.GetImageFromArray(img.astype(np.float32))
 
 
 def mi_drift(cases) -> list[float]:
     import SimpleITK as sitk
     from scipy import ndimage as ndi
 
-    from baselines.registration.mi_bspline import MIBSpline, _to_sitk, transform_to_flow
+    from baselines.registration.mi_bspline import transform_to_flow
     from baselines.registration.regions import body_region
     from fusionbench.warp import warp
 
     drifts = []
     for case in cases:
         fixed = warp(case.mri, case.meta["flow_mri_to_pat"])
-        reg = MIBSpline()._method(sitk.GetImageFromArray(body_region(fixed).astype(np.uint8)))
+        reg = mattes_mi(sitk.GetImageFromArray(body_region(fixed).astype(np.uint8)))
         rigid = sitk.Euler2DTransform()
         rigid.SetCenter([(case.pat.shape[1] - 1) / 2, (case.pat.shape[0] - 1) / 2])
         reg.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-4, numberOfIterations=200,
                                                      gradientMagnitudeTolerance=1e-6)
         reg.SetOptimizerScalesFromPhysicalShift()
         reg.SetInitialTransform(rigid, inPlace=True)
-        reg.Execute(_to_sitk(fixed), _to_sitk(ndi.gaussian_filter(case.pat, 2)))
+        reg.Execute(to_sitk(fixed), to_sitk(ndi.gaussian_filter(case.pat, 2)))
         flow = transform_to_flow(rigid, case.pat.shape)
         drifts.append(float(np.hypot(*flow)[case.labels_pat > 0].mean()))
     return drifts

@@ -16,18 +16,15 @@ With ``--train-mlr STEPS`` it instead trains a fresh MLR alone (batch 2, Adam 1e
 registration loss with smoothness ``--lambda-sm``) on the train split against the frozen P2M's
 pseudo-MRI or the perfect one (``--target``), printing the validation endpoint error every 100 steps.
 
-Usage: ``python scripts/pamrfuse_diagnostics.py [--weights shipped|FILE.pt] [--split val] [--pairs 12]
+Usage: ``python research/pamrfuse_diagnostics.py [--weights shipped|FILE.pt] [--split val] [--pairs 12]
 [--train-mlr 600 --target pseudo|perfect --lambda-sm 10]`` (FILE: a training checkpoint or weights).
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def load_model(weights: str):
@@ -47,11 +44,21 @@ def load_model(weights: str):
     return pm.PAMRFusePlus(weights=weights, device="cpu")
 
 
+def as_input(model, img: np.ndarray, size: int):
+    """``img`` (H, W) as the network input (1, 1, size, size) on the model's device, area-resampled
+    as :class:`pamrfuse.method.PAMRFusePlus` resamples its inputs."""
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None].to(model.device)
+    return t if t.shape[-2:] == (size, size) else F.interpolate(t, size=(size, size), mode="area")
+
+
 def perfect_target(model, case):
     """The perfect pseudo-MRI: the MRI moved into the PAT frame by the phantom's true inverse field."""
     from fusionbench.warp import warp
 
-    return model._tensor(warp(case.mri, case.meta["flow_mri_to_pat"]).astype(np.float32), model.cfg.size)
+    return as_input(model, warp(case.mri, case.meta["flow_mri_to_pat"]).astype(np.float32), model.cfg.size)
 
 
 def fit_direct(target, moving, kind: str, steps: int = 300, grid: int = 6):
@@ -95,11 +102,11 @@ def train_mlr_alone(model, cases, train_cases, steps: int, target: str, lambda_s
     size = model.cfg.size
 
     def pair(case):
-        mri = model._tensor(case.mri, size)
+        mri = as_input(model, case.mri, size)
         if target == "perfect":
             return perfect_target(model, case), mri
         with torch.no_grad():
-            return model.net.pseudo_mri(model._tensor(case.pat, size)), mri
+            return model.net.pseudo_mri(as_input(model, case.pat, size)), mri
 
     train = [pair(c) for c in train_cases]
     evaluation = [pair(c) for c in cases]
@@ -164,10 +171,10 @@ def main(argv=None) -> int:
 
         record("identity", np.zeros_like(case.flow_true))
         record("pamrfuse+", model.predict_flow(case.pat, case.mri))
-        mri = model._tensor(case.mri, size)
+        mri = as_input(model, case.mri, size)
         perfect = perfect_target(model, case)
         with torch.no_grad():
-            pseudo = net.pseudo_mri(model._tensor(case.pat, size))
+            pseudo = net.pseudo_mri(as_input(model, case.pat, size))
             if net.mlr is not None:
                 record("mlr, perfect target", project_flow(net.mlr(perfect, mri)["flow"], case.pat.shape))
         for target_name, target in (("pseudo-MRI", pseudo), ("perfect", perfect)):
