@@ -32,7 +32,8 @@ import pandas as pd
 from fusionbench.data.io import atomic_write_bytes, read_image, write_image
 
 from .contour import ContourSegmenter
-from .organs import organ_table, score_organs, train_sources
+from .organ_scoring import organ_table, score_organs
+from .organ_training import train_sources
 from .report import overlay_figure, write_contour_tables, write_organ_tables
 
 __all__ = ["TASKS", "run_tasks", "source_images", "CONTOUR_PRESETS"]
@@ -151,7 +152,7 @@ def run_tasks(run_dir, tasks: Sequence[str] = TASKS, preset: str = "quick", jobs
         A folder written by ``fusionbench run``.
     tasks : sequence of {"contour", "organs"}
     preset : {"quick", "standard"}
-        Organ-model budget (:data:`segment.organs.PRESETS`) and contour cost
+        Organ-model budget (:data:`segment.organ_model.PRESETS`) and contour cost
         (:data:`CONTOUR_PRESETS`).
     jobs : int, optional
         Parallel training processes for the organ models (default: the available cores).

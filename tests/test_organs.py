@@ -7,8 +7,11 @@ import pytest
 
 from fusionbench.data import ORGAN_IDS
 from fusionbench.data.io import ImageError
-from segment.organs import (PRESETS, OrganModel, centre_window, class_weights, count_instances, organ_table,
-                            predict_proba, score_organs, train_sources, train_unet, training_config)
+from segment.organ_data import centre_window, class_weights
+from segment.organ_model import PRESETS, OrganModel, training_config
+from segment.organ_scoring import count_instances, organ_table, score_organs
+from segment.organ_training import train_sources
+from segment.organ_unet import predict_proba, train_unet
 
 K, SP, LV = ORGAN_IDS["kidneys"], ORGAN_IDS["spleen"], ORGAN_IDS["liver"]
 
