@@ -8,7 +8,7 @@ import dataclasses
 
 import pytest
 
-from fusionbench.data._pat_physics import ring_system
+from fusionbench.data.phantom.pat_physics import ring_system
 from fusionbench.data.phantom import LEVELS, PhantomConfig, generate_case
 
 CFG = PhantomConfig(size=256)

@@ -251,16 +251,21 @@ def fit_cmd(method: str = typer.Argument(...), dataset: str = typer.Option("phan
                                                  "pamrfuse+ --preset paper (same as --set preset=...)"),
             settings: Optional[list[str]] = typer.Option(None, "--set", help="KEY=VALUE passed to the method "
                                                          "(repeatable)"),
+            ship: bool = typer.Option(False, "--ship", help="maintainers: make the fitted weights the "
+                                      "plugin's shipped weights (with their provenance)"),
             cache_dir: Optional[Path] = typer.Option(None, "--cache-dir",
-                                                     help="default $FUSIONBENCH_CACHE/fit or "
-                                                          "~/.cache/fusionbench/fit")) -> None:
-    """Train one method on a dataset's train split and cache it for later runs.
+                                                     help="default $FUSIONBENCH_CACHE/weights or "
+                                                          "~/.cache/fusionbench/weights")) -> None:
+    """Train one method on a dataset's train split and cache its weights for later runs.
 
-    A run uses the fit when it creates the method alike: ``fusionbench fit pamrfuse+ --preset paper``
-    then ``fusionbench run --methods pamrfuse+ --set pamrfuse+.preset=paper``.
+    A run uses the weights when it creates the method alike: ``fusionbench fit pamrfuse+ --preset
+    paper`` then ``fusionbench run --methods pamrfuse+ --set pamrfuse+.preset=paper``. An
+    interrupted fit resumes from its checkpoint when the same command is run again.
     """
+    from .data.datasets import load_dataset
     from .methods import get_method_info
-    from .runner import RunError, fit_cache_root, fit_method, resolve_device
+    from .runner import RunError, fit_method, resolve_device
+    from .weights import WeightsError, cache_folder, data_fingerprint, ship_weights
 
     try:
         info = get_method_info(method)
@@ -270,15 +275,19 @@ def fit_cmd(method: str = typer.Argument(...), dataset: str = typer.Option("phan
     if not info.trainable:
         console.print(f"{method} is not trainable; nothing to fit")
         return
-    cache = fit_cache_root(cache_dir=cache_dir)
     try:
         options = _method_settings(settings or [], per_method=False)
         if preset is not None:
             options["preset"] = preset
-        fit_method(info.name, dataset, cache_dir=cache, device=dev, log=console.print, settings=options)
-    except (ValueError, FileNotFoundError) as exc:
+        cases = load_dataset(dataset, split="train")
+        fitted, state = fit_method(info.name, dataset, cache_dir=cache_dir, device=dev, settings=options,
+                                   train_cases=cases, allow_fit=True, log=console.print)
+        folder = cache_folder(info.name, fitted, data_fingerprint(cases), cache_dir) / "weights"
+        console.print(f"{info.name}: {state} weights, {fitted.weights_note()}", highlight=False)
+        if ship and state != "shipped":
+            console.print(f"shipped: {ship_weights(fitted, folder)}", highlight=False)
+    except (ValueError, FileNotFoundError, WeightsError) as exc:
         _fail(f"{type(exc).__name__}: {exc}")
-    console.print(f"fitted {method}; cached under {cache}")
 
 
 @app.command("phantom")

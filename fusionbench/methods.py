@@ -23,12 +23,14 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 __all__ = [
-    "FusionMethod", "RegistrationMethod", "Pipeline", "MethodInfo", "register_method", "list_methods",
+    "FusionMethod", "RegistrationMethod", "Trainable", "MethodInfo", "register_method", "list_methods",
     "create_method", "get_method_info", "resolve_methods", "load_plugins", "import_method_modules",
-    "ENTRY_POINT_GROUP", "KINDS",
+    "default_registration", "ENTRY_POINT_GROUP", "KINDS", "IDENTITY",
 ]
 
 ENTRY_POINT_GROUP = "fusionbench.methods"
+#: The registration every run can fall back to: no registration at all.
+IDENTITY = "identity"
 #: Fusion kinds (DESIGN §5) plus the role "registration" for registration-only methods.
 KINDS = ("reference", "traditional", "cnn", "gan", "transformer", "registration")
 #: Selection aliases resolved by the registry (``--methods classic``).
@@ -87,21 +89,41 @@ class RegistrationMethod:
         return dict(getattr(self, "_config", {}))
 
 
-@dataclass
-class Pipeline:
-    """What the harness runs for one method: optional registration, then fusion."""
+class Trainable:
+    """The trainable-weights protocol (:mod:`fusionbench.weights`), mixed into a method class.
 
-    fusion: FusionMethod
-    registration: RegistrationMethod | None = None
+    A trainable method states what makes its weights (:meth:`train_config`), how to train them
+    (:meth:`fit`) and how to write and read them (:meth:`save_weights` / :meth:`load_weights`);
+    the core keys, caches, ships and records them. ``provenance`` holds the record of the
+    weights loaded now (empty for untrained ones).
+    """
 
-    def run(self, pat: np.ndarray, mri: np.ndarray) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        if self.registration is not None:
-            pat, flow = self.registration.register(pat, mri)
-            out["flow"] = flow
-            out["registered"] = pat
-        out["fused"] = self.fusion.fuse(pat, mri)
-        return out
+    trainable = True
+    provenance: dict[str, Any] = {}
+
+    def train_config(self) -> dict[str, Any]:
+        """Everything that changes the trained weights besides the data, ``"version"`` included."""
+        raise NotImplementedError
+
+    def fit(self, cases: Sequence[Any], workdir) -> dict[str, Any]:
+        """Train on ``cases``; checkpoints go to ``workdir``. Returns the metrics at training time."""
+        raise NotImplementedError
+
+    def save_weights(self, folder) -> None:
+        raise NotImplementedError
+
+    def load_weights(self, folder) -> None:
+        raise NotImplementedError
+
+    def shipped_weights(self):
+        """The folder of the weights shipped with the plugin, or ``None``."""
+        return None
+
+    def weights_note(self) -> str:
+        """What the outputs' numbers come from, for the tables' ``weights`` column."""
+        from .weights import weights_note
+
+        return weights_note(self.provenance)
 
 
 @dataclass(frozen=True)
@@ -116,6 +138,7 @@ class MethodInfo:
     defaults: dict[str, Any] = field(default_factory=dict)
     source: str = ""
     in_all: bool = True  # False for variants (ablations) that only run when named
+    default_registration: bool = False  # the protocol's registration when a run names none
 
 
 _REGISTRY: dict[str, MethodInfo] = {}
@@ -135,12 +158,14 @@ def _role_of(factory: Callable[..., Any]) -> str:
 
 def register_method(name: str, *, kind: str | None = None, reference: str | None = None,
                     role: str | None = None, needs_alignment: bool | None = None,
-                    trainable: bool | None = None, in_all: bool = True, **defaults: Any):
+                    trainable: bool | None = None, in_all: bool = True, default_registration: bool = False,
+                    **defaults: Any):
     """Class/function decorator registering a method factory under ``name``.
 
     Attributes not given are read from the class (``kind``, ``reference``, ``needs_alignment``,
     ``trainable``). ``in_all=False`` keeps a variant (an ablation) out of the ``all`` and ``deep``
-    selections. ``defaults`` are keyword arguments passed to the factory by :func:`create_method`
+    selections. ``default_registration=True`` makes a registration method the one runs use when
+    they name none (the benchmark protocol of the plugin that registers it). ``defaults`` are keyword arguments passed to the factory by :func:`create_method`
     unless overridden.
     """
     key = name.lower()
@@ -156,6 +181,7 @@ def register_method(name: str, *, kind: str | None = None, reference: str | None
             else getattr(factory, "needs_alignment", True),
             trainable=trainable if trainable is not None else getattr(factory, "trainable", False),
             defaults=dict(defaults), source=getattr(factory, "__module__", ""), in_all=in_all,
+            default_registration=default_registration,
         )
         old = _REGISTRY.get(key)
         if old is not None and (old.source, getattr(old.factory, "__qualname__", "")) != (
@@ -228,6 +254,16 @@ def create_method(name: str, **cfg: Any):
     if not getattr(obj, "name", ""):
         obj.name = info.name
     return obj
+
+
+def default_registration() -> str:
+    """The registration a run uses when it names none: the one a plugin registered with
+    ``default_registration=True``, else :data:`IDENTITY`."""
+    load_plugins()
+    chosen = sorted(n for n, m in _REGISTRY.items() if m.default_registration)
+    if len(chosen) > 1:
+        raise ValueError(f"several plugins declare the default registration: {', '.join(chosen)}")
+    return chosen[0] if chosen else IDENTITY
 
 
 def resolve_methods(selection: str | Iterable[str]) -> list[str]:

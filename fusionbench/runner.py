@@ -16,12 +16,13 @@ method configuration (its weights included, and for fusions the registration's),
 loses at most the cases in flight, and nothing ever holds half a row.
 
 The protocol follows the paper: every fusion method that needs aligned input fuses the PAT image
-registered by one registration method (``--registration``, default ``p2m+vm`` when registered,
-else ``identity``); registration is computed once per case and shared. Joint methods
-(``needs_alignment=False``) register and fuse themselves. The registration metrics are computed for
-the identity (the unregistered input, Table 1's first row), the chosen registration, and every joint
-method. Trainable methods are fitted once, on the train split, in this process, and cached under a
-hash of their name, configuration and the dataset fingerprint.
+registered by one registration method (``--registration``; by default the one a plugin declares
+the protocol's default, else ``identity``); registration is computed once per case and shared
+(:mod:`fusionbench.pipeline` holds the steps). Joint methods (``needs_alignment=False``) register
+and fuse themselves. The registration metrics are computed for the identity (the unregistered
+input, Table 1's first row), the chosen registration, and every joint method. Trainable methods
+get their weights through :mod:`fusionbench.weights`: shipped, cached, or fitted in this process
+when allowed.
 """
 from __future__ import annotations
 
@@ -29,7 +30,6 @@ import hashlib
 import inspect
 import io
 import json
-import pickle
 import platform
 import traceback
 from dataclasses import dataclass, field
@@ -40,16 +40,15 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import __version__
-from .data.io import as_image, atomic_write_bytes, check_same_shape, write_image
+from .data.io import atomic_write_bytes, write_image
 from .executors import make_executor
-from .methods import create_method, get_method_info, list_methods, load_plugins
+from .methods import IDENTITY, create_method, default_registration, get_method_info, load_plugins
+from .pipeline import fuse_step, register_step
 from .scoring import fusion_columns, score_fusion, score_registration
+from .weights import prepare_weights
 
-__all__ = ["RunConfig", "RunSummary", "MethodStatus", "Progress", "run", "fit_method",
-           "default_registration", "resolve_device", "case_file", "DEFAULT_REGISTRATION"]
-
-DEFAULT_REGISTRATION = "p2m+vm"
-IDENTITY = "identity"
+__all__ = ["RunConfig", "RunSummary", "MethodStatus", "Progress", "RunError", "run", "fit_method",
+           "create_configured", "method_identity", "resolve_device", "case_file", "config_fingerprint"]
 
 
 class RunError(RuntimeError):
@@ -162,11 +161,6 @@ def _json_bytes(obj: Any) -> bytes:
 
 # ------------------------------------------------------------------------- methods and devices
 
-def default_registration() -> str:
-    """``p2m+vm`` (the paper's protocol) when a plugin registers it, else ``identity``."""
-    return DEFAULT_REGISTRATION if DEFAULT_REGISTRATION in list_methods() else IDENTITY
-
-
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without a GPU is an error."""
     device = device.lower()
@@ -195,7 +189,8 @@ def _accepts_device(factory) -> bool:
     return "device" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
-def _create(name: str, device: str | None, settings: dict[str, Any] | None = None):
+def create_configured(name: str, device: str | None = None, settings: dict[str, Any] | None = None):
+    """``create_method(name, **settings)`` on ``device`` where the factory takes one."""
     info = get_method_info(name)
     cfg = {"device": device} if device is not None and _accepts_device(info.factory) else {}
     try:
@@ -206,78 +201,40 @@ def _create(name: str, device: str | None, settings: dict[str, Any] | None = Non
         raise ValueError(f"{name}: settings {settings} not accepted ({exc})") from None
 
 
-def _fit_key(name: str, method, fingerprint: str) -> str:
-    payload = json.dumps({"method": name, "config": method.config(), "dataset": fingerprint,
-                          "class": f"{type(method).__module__}.{type(method).__qualname__}"},
-                         sort_keys=True, default=repr)
-    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+def is_trainable(name: str, method) -> bool:
+    return bool(getattr(method, "trainable", False) or get_method_info(name).trainable)
 
 
-def fit_cache_root(cache_dir: str | Path | None = None) -> Path:
-    """Where fitted methods are cached: ``cache_dir``, else ``fit/`` under the user cache
-    (``$FUSIONBENCH_CACHE`` or ``~/.cache/fusionbench``), shared by ``fusionbench fit`` and every
-    run, so a method fitted once is found by all later runs on the same data."""
-    from .data.cache import default_cache_dir
-
-    return Path(cache_dir) if cache_dir is not None else default_cache_dir() / "fit"
+def method_identity(method) -> dict[str, Any]:
+    """What a method's outputs depend on: its configuration and, for trained ones, the digest of
+    the weights it holds (so resumed runs and cached train fusions notice new weights)."""
+    prov = getattr(method, "provenance", None) or {}
+    return {"config": method.config(), "weights": prov.get("weights_sha256")}
 
 
-def _cache_root(config: RunConfig) -> Path:
-    return fit_cache_root(config.cache_dir)
+def fit_method(name: str, dataset: str, *, cache_dir: Path | None = None, device: str = "cpu",
+               settings: dict[str, Any] | None = None, train_cases=None, allow_fit: bool = True, log=None):
+    """Create one method and give it its weights for ``dataset``'s train split (shipped, cached,
+    or fitted now when ``allow_fit``), through :func:`fusionbench.weights.prepare_weights`.
 
-
-def fit_method(name: str, dataset: str, *, cache_dir: Path, device: str = "cpu", method=None,
-               train_cases=None, log=None, settings: dict[str, Any] | None = None):
-    """Create (unless given) and fit one trainable method on ``dataset``'s train split, cached.
-
-    The fitted instance is pickled to ``cache_dir/KEY/method.pkl`` with ``KEY`` a hash of the
-    method's name, class, configuration and the dataset fingerprint; ``fit`` gets
-    ``cache_dir/KEY/work`` as its working folder. A later call with the same key loads the pickle
-    instead of training. ``settings`` go to the method's factory (e.g. ``{"preset": "paper"}``).
-    Returns the fitted instance.
+    Returns ``(method, state)`` with ``state`` one of ``"shipped"``, ``"cached"``, ``"fitted"``,
+    ``"untrained"``, or ``"none"`` for a method that trains nothing.
     """
-    from .data.datasets import dataset_fingerprint, load_dataset
+    from .data.datasets import load_dataset
 
-    method = method if method is not None else _create(name, device, settings)
-    if not getattr(method, "trainable", False) and not get_method_info(name).trainable:
-        return method
-    key = _fit_key(name, method, dataset_fingerprint(dataset))
-    folder = Path(cache_dir) / f"{name}-{key}"
-    cached = folder / "method.pkl"
-    if cached.exists():
-        with open(cached, "rb") as fh:
-            return pickle.load(fh)
-    if log:
-        log(f"fitting {name} on the train split of {dataset} (cache {folder})")
-    cases = train_cases if train_cases is not None else load_dataset(dataset, split="train")
-    workdir = folder / "work"
-    workdir.mkdir(parents=True, exist_ok=True)
-    method.fit(cases, workdir)
-    atomic_write_bytes(cached, pickle.dumps(method, protocol=pickle.HIGHEST_PROTOCOL))
-    return method
+    method = create_configured(name, device, settings)
+    if not is_trainable(name, method):
+        return method, "none"
+    cases = train_cases if train_cases is not None else (lambda: load_dataset(dataset, split="train"))
+    state = prepare_weights(name, method, cases, cache_dir=cache_dir, allow_fit=allow_fit,
+                            data=f"{dataset} train split", log=log)
+    return method, state
 
 
-def _may_fit(name: str, fit: Sequence[str] | bool) -> bool:
-    return fit if isinstance(fit, bool) else name in fit
-
-
-def training_state(name: str, method, dataset: str, train_cases, cache_dir: Path) -> str:
-    """How a trainable ``method`` stands for ``dataset``: ``"cached"`` (a fit of this run's cache),
-    ``"weights"`` (its loaded weights were trained on exactly these cases, e.g. shipped ones) or
-    ``"untrained"``.
-
-    A method tells about its weights through ``method.needs_training(train_cases)``; a method
-    without that hook is taken to need its ``fit``.
-    """
-    from .data.datasets import dataset_fingerprint
-
-    key = _fit_key(name, method, dataset_fingerprint(dataset))
-    if (Path(cache_dir) / f"{name}-{key}" / "method.pkl").exists():
-        return "cached"
-    hook = getattr(method, "needs_training", None)
-    if callable(hook) and not hook(train_cases):
-        return "weights"
-    return "untrained"
+def _fit_hint(name: str, dataset: str, settings: dict[str, Any] | None) -> str:
+    sets = "".join(f" --set {k}={json.dumps(v)}" for k, v in (settings or {}).items())
+    return (f"no weights for {dataset}; train it with `fusionbench fit {name} --dataset {dataset}{sets}` "
+            "or run with --fit")
 
 
 # ----------------------------------------------------------------------------------- the tasks
@@ -298,14 +255,6 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".strip()
 
 
-def _check_flow(flow, shape) -> np.ndarray:
-    flow = np.asarray(flow, dtype=np.float32)
-    if flow.shape != (2, *shape) or not np.all(np.isfinite(flow)):
-        raise ValueError(f"registration returned a flow of shape {flow.shape} "
-                         f"(expected {(2, *shape)}) or with NaN/Inf")
-    return flow
-
-
 def _execute(context: dict, task: _Task) -> dict:
     """Run one task in a worker; every exception of the method becomes a ``failed`` result."""
     method = context["methods"][task.method]
@@ -317,11 +266,8 @@ def _execute(context: dict, task: _Task) -> dict:
         if task.kind in ("register", "joint"):
             stage = "register"
             t0 = perf_counter()
-            registered, flow = method.register(task.pat, task.mri)
+            registered, flow = register_step(method, task.pat, task.mri)
             times["registration"] = perf_counter() - t0
-            registered = as_image(registered, f"{task.method} registered output")
-            check_same_shape(registered=registered, mri=task.mri)
-            flow = _check_flow(flow, task.mri.shape)
             stage = "score registration"
             t0 = perf_counter()
             out["rows"] += score_registration(registered, task.mri, flow, flow_true=task.flow_true,
@@ -331,10 +277,8 @@ def _execute(context: dict, task: _Task) -> dict:
         if task.kind in ("fuse", "joint"):
             stage = "fuse"
             t0 = perf_counter()
-            fused = method.fuse(pat, task.mri)
+            fused = fuse_step(method, pat, task.mri)
             times["fusion"] = perf_counter() - t0
-            fused = as_image(fused, f"{task.method} fused output")
-            check_same_shape(fused=fused, mri=task.mri)
             stage = "score fusion"
             t0 = perf_counter()
             out["rows"] += score_fusion(pat, task.mri, fused, convention=context["convention"],
@@ -400,19 +344,35 @@ def _write_case(out: Path, method: str, role: str, case_id: str, registration: s
     atomic_write_bytes(case_file(out, method, case_id), _json_bytes(record))
 
 
-def run(config: RunConfig, progress: Progress | None = None) -> RunSummary:
-    """Run the benchmark described by ``config``; returns per-method status.
+@dataclass
+class _Plan:
+    """A validated run: what :func:`run` does, decided before any work."""
 
-    Raises :class:`RunError` before any work if an option is invalid or the output folder holds an
-    incompatible run. Failures of methods never raise: they are recorded in the case files.
-    """
+    out: Path
+    registration: str
+    reg_methods: list[str]  # scored as registration rows: identity, the shared one, those named
+    fusion_names: list[str]
+    cases: list
+    fingerprint: str
+    device: str
+    metrics: list[str] | None
+
+
+@dataclass
+class _Prepared:
+    """The created methods with their weights, and what could not start."""
+
+    statuses: dict[str, MethodStatus]
+    instances: dict[str, Any]
+    errors: dict[str, str]
+    configs: dict[str, Any]
+    weights: dict[str, str]
+
+
+def _validate(config: RunConfig) -> _Plan:
     from .data.datasets import dataset_fingerprint, load_dataset
-    from .results import assemble
 
-    t_start = perf_counter()
-    progress = progress or Progress()
     load_plugins()
-    out = Path(config.out)
     names = list(config.methods)
     if not names:
         raise RunError("no method selected")
@@ -422,16 +382,17 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunSummary:
             infos[n] = get_method_info(n)
         except KeyError as exc:
             raise RunError(str(exc.args[0])) from None
-    registration = (config.registration or default_registration()).lower()
     try:
+        registration = (config.registration or default_registration()).lower()
         reg_info = get_method_info(registration)
-    except KeyError as exc:
+    except (KeyError, ValueError) as exc:
         raise RunError(f"--registration: {exc.args[0]}") from None
     if reg_info.role not in ("registration", "joint"):
         raise RunError(f"--registration {registration!r} is a {reg_info.role} method, not a registration")
+    metrics = None
     if config.metrics:
         try:
-            config.metrics = fusion_columns(config.convention, config.metrics)
+            metrics = list(fusion_columns(config.convention, config.metrics))
         except ValueError as exc:
             raise RunError(f"--metrics: {exc}") from None
     if config.limit is not None and config.limit < 1:
@@ -439,112 +400,151 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunSummary:
     stray = sorted(set(config.settings) - {*names, registration})
     if stray:
         raise RunError(f"--set names method(s) not in this run: {', '.join(stray)}")
-
-    cases = load_dataset(config.dataset, split="test")
-    if config.limit is not None:
-        cases = cases[: config.limit]
+    cases = load_dataset(config.dataset, split="test")[: config.limit]
     if not cases:
         raise RunError(f"dataset {config.dataset!r} has no test cases")
-    fingerprint = dataset_fingerprint(config.dataset)
     any_device = any(_accepts_device(i.factory) for i in [*infos.values(), reg_info])
-    device = resolve_device(config.device) if any_device else "cpu"
-
-    # Fusion methods that need aligned input use the shared registration; joint methods do not.
-    # Registration methods named in --methods are scored too (the registration table's rows).
     reg_methods = list(dict.fromkeys([IDENTITY, registration]
                                      + [n for n in names if infos[n].role == "registration"]))
-    fusion_names = [n for n in names if n not in reg_methods]
-    record = {"methods": fusion_names, "registration_methods": reg_methods, "registration": registration,
-              "dataset": config.dataset, "dataset_fingerprint": fingerprint,
-              "cases": [c.id for c in cases], "limit": config.limit, "device": device,
-              "convention": config.convention,
-              "metrics": list(config.metrics) if config.metrics else None, "versions": _versions(), "method_configs": {},
-              "method_settings": {k: dict(v) for k, v in config.settings.items()}}
-    out.mkdir(parents=True, exist_ok=True)
-    _check_resume(out, config, record)
+    return _Plan(out=Path(config.out), registration=registration, reg_methods=reg_methods,
+                 fusion_names=[n for n in names if n not in reg_methods], cases=cases,
+                 fingerprint=dataset_fingerprint(config.dataset),
+                 device=resolve_device(config.device) if any_device else "cpu", metrics=metrics)
 
-    statuses: dict[str, MethodStatus] = {}
-    instances: dict[str, Any] = {}
-    method_errors: dict[str, str] = {}
-    train_cases = None
-    for n in reg_methods + fusion_names:
-        info = get_method_info(n)
-        role = "registration" if n in reg_methods else info.role
-        statuses[n] = MethodStatus(n, role, total=len(cases))
+
+def _prepare_methods(plan: _Plan, config: RunConfig, progress: Progress) -> _Prepared:
+    """Create every method with its weights; untrained ones that may not be fitted are left out,
+    and a shared registration that is untrained stops the run before any work."""
+    from .data.datasets import load_dataset
+
+    train: list = []
+
+    def train_cases():
+        if not train:
+            train.append(load_dataset(config.dataset, split="train"))
+        return train[0]
+
+    prep = _Prepared({}, {}, {}, {}, {})
+    for n in plan.reg_methods + plan.fusion_names:
+        role = "registration" if n in plan.reg_methods else get_method_info(n).role
+        prep.statuses[n] = MethodStatus(n, role, total=len(plan.cases))
+        settings = config.settings.get(n)
+        may_fit = config.fit if isinstance(config.fit, bool) else n in config.fit
         try:
-            method = _create(n, device, config.settings.get(n))
-            if info.trainable or getattr(method, "trainable", False):
-                if train_cases is None:
-                    train_cases = load_dataset(config.dataset, split="train")
-                state = training_state(n, method, config.dataset, train_cases, _cache_root(config))
-                if state == "untrained" and n not in reg_methods and not _may_fit(n, config.fit):
-                    sets = "".join(f" --set {k}={json.dumps(v)}" for k, v in config.settings.get(n, {}).items())
-                    statuses[n].untrained = (f"no weights for {config.dataset}; train it with "
-                                             f"`fusionbench fit {n} --dataset {config.dataset}{sets}` or run with --fit")
-                    progress.note(f"{n}: skipped, {statuses[n].untrained}")
-                    continue
-                if state != "weights":
-                    method = fit_method(n, config.dataset, cache_dir=_cache_root(config), device=device,
-                                        method=method, train_cases=train_cases, log=progress.note)
-            instances[n] = method
-            record["method_configs"][n] = method.config()
+            method, state = fit_method(n, config.dataset, cache_dir=config.cache_dir, device=plan.device,
+                                       settings=settings, train_cases=train_cases, allow_fit=may_fit,
+                                       log=progress.note)
         except Exception as exc:  # noqa: BLE001 - a method that cannot start fails alone
-            method_errors[n] = f"setup: {_error_text(exc)}"
-            record["method_configs"][n] = None
-    fusion_names = [n for n in fusion_names if not statuses[n].untrained]
-    record["methods"] = fusion_names
-    record["untrained"] = {n: st.untrained for n, st in statuses.items() if st.untrained}
-    old = _load_run_json(out) if config.resume else None
-    if old:  # keep methods of earlier invocations of a resumed run in the report
-        record["methods"] = list(dict.fromkeys(old.get("methods", []) + fusion_names))
-        record["registration_methods"] = list(dict.fromkeys(old.get("registration_methods", []) + reg_methods))
-        record["method_configs"] = {**old.get("method_configs", {}), **record["method_configs"]}
-        record["method_settings"] = {**old.get("method_settings", {}), **record["method_settings"]}
-    atomic_write_bytes(out / "run.json", _json_bytes(record))
+            prep.errors[n] = f"setup: {_error_text(exc)}"
+            prep.configs[n] = None
+            continue
+        if state == "untrained":
+            if n == plan.registration:
+                raise RunError(f"--registration {n}: {_fit_hint(n, config.dataset, settings)}")
+            prep.statuses[n].untrained = _fit_hint(n, config.dataset, settings)
+            progress.note(f"{n}: skipped, {prep.statuses[n].untrained}")
+            continue
+        prep.instances[n] = method
+        prep.configs[n] = method_identity(method)
+        if state != "none":
+            prep.weights[n] = method.weights_note() if hasattr(method, "weights_note") else state
+    return prep
 
+
+def _run_record(plan: _Plan, config: RunConfig, prep: _Prepared) -> dict[str, Any]:
+    fusion_names = [n for n in plan.fusion_names if not prep.statuses[n].untrained]
+    record = {"methods": fusion_names, "registration_methods": plan.reg_methods,
+              "registration": plan.registration, "dataset": config.dataset,
+              "dataset_fingerprint": plan.fingerprint, "cases": [c.id for c in plan.cases],
+              "limit": config.limit, "device": plan.device, "convention": config.convention,
+              "metrics": plan.metrics, "versions": _versions(), "method_configs": dict(prep.configs),
+              "method_settings": {k: dict(v) for k, v in config.settings.items()},
+              "weights": dict(prep.weights),
+              "untrained": {n: st.untrained for n, st in prep.statuses.items() if st.untrained}}
+    old = _load_run_json(plan.out) if config.resume else None
+    if old:  # keep methods of earlier invocations of a resumed run in the report
+        for key in ("methods", "registration_methods"):
+            record[key] = list(dict.fromkeys(old.get(key, []) + record[key]))
+        for key in ("method_configs", "method_settings", "weights"):
+            record[key] = {**old.get(key, {}), **record[key]}
+    return record
+
+
+def _fingerprints(plan: _Plan, configs: dict[str, Any]) -> dict[str, str]:
+    """Per method, the hash that marks its case files valid: a resumed run redoes the cases of a
+    method whose configuration or weights changed, and the fusions after a changed registration."""
+    out = {n: config_fingerprint(configs.get(n)) for n in plan.reg_methods + plan.fusion_names}
+    for n in plan.fusion_names:
+        if get_method_info(n).needs_alignment:
+            out[n] = config_fingerprint(configs.get(n), configs.get(plan.registration))
+    return out
+
+
+def run(config: RunConfig, progress: Progress | None = None) -> RunSummary:
+    """Run the benchmark described by ``config``; returns per-method status.
+
+    Validate -> prepare methods -> register -> fuse (each task scores its output) -> assemble.
+    Raises :class:`RunError` before any work if an option is invalid, the shared registration has
+    no weights, or the output folder holds an incompatible run. Failures of methods never raise:
+    they are recorded in the case files. ``config`` is not modified.
+    """
+    from .results import assemble
+
+    t_start = perf_counter()
+    progress = progress or Progress()
+    plan = _validate(config)
+    plan.out.mkdir(parents=True, exist_ok=True)
+    _check_resume(plan.out, config, {"dataset_fingerprint": plan.fingerprint, "registration": plan.registration,
+                                     "convention": config.convention, "metrics": plan.metrics})
+    prep = _prepare_methods(plan, config, progress)
+    plan.fusion_names = [n for n in plan.fusion_names if not prep.statuses[n].untrained]
+    atomic_write_bytes(plan.out / "run.json", _json_bytes(_run_record(plan, config, prep)))
+    _write_sources(plan.out, plan.cases)
+    fingerprints = _fingerprints(plan, prep.configs)
+    executor = make_executor(config.jobs, config.scheduler)
+    context = {"methods": prep.instances, "convention": config.convention, "metrics": plan.metrics}
+    phase = dict(executor=executor, context=context, out=plan.out, cases=plan.cases, statuses=prep.statuses,
+                 method_errors=prep.errors, progress=progress, fingerprints=fingerprints)
+    try:
+        _run_phase(names=plan.reg_methods, registration=None, **phase,
+                   make_task=lambda n, c: _Task("register", n, c.id, c.pat, c.mri, c.flow_true,
+                                                c.labels_pat, c.labels_mri))
+        registered = _registered_inputs(plan, fingerprints)
+        _run_phase(names=plan.fusion_names, registration=plan.registration, **phase,
+                   make_task=lambda n, c: _fusion_task(n, c, registered),
+                   missing_error=f"registration {plan.registration!r} failed on this case")
+    finally:
+        executor.close()
+    assemble(plan.out)
+    return RunSummary(out=plan.out, registration=plan.registration, methods=prep.statuses,
+                      executor=executor.describe(), seconds=perf_counter() - t_start)
+
+
+def _write_sources(out: Path, cases) -> None:
     for c in cases:
         for role, img in (("pat", c.pat), ("mri", c.mri)):
             path = out / "sources" / c.id / f"{role}.png"
             if not path.exists():
                 write_image(path, img)
 
-    # A resumed run redoes the cases of a method whose configuration or weights changed, and the
-    # fusions that used a changed registration.
-    configs = record["method_configs"]
-    fingerprints = {n: config_fingerprint(configs.get(n)) for n in reg_methods + fusion_names}
-    for n in fusion_names:
-        if get_method_info(n).needs_alignment:
-            fingerprints[n] = config_fingerprint(configs.get(n), configs.get(registration))
-    executor = make_executor(config.jobs, config.scheduler)
-    context = {"methods": instances, "convention": config.convention,
-               "metrics": list(config.metrics) if config.metrics else None}
-    try:
-        # Phase 1: registration (shared), phase 2: fusion and joint methods.
-        _run_phase(executor, context, out, reg_methods, cases, statuses, method_errors, progress,
-                   make_task=lambda n, c: _Task("register", n, c.id, c.pat, c.mri, c.flow_true,
-                                                c.labels_pat, c.labels_mri),
-                   registration=None, fingerprints=fingerprints)
-        registered = {}
-        for c in cases:
-            path = out / "registered" / registration / f"{c.id}.npy"
-            if _case_done(out, registration, c.id, fingerprints.get(registration)) and path.exists():
-                registered[c.id] = np.load(path, allow_pickle=False)
 
-        def fusion_task(n, c):
-            if not get_method_info(n).needs_alignment:
-                return _Task("joint", n, c.id, c.pat, c.mri, c.flow_true, c.labels_pat, c.labels_mri)
-            if c.id not in registered:
-                return None
-            return _Task("fuse", n, c.id, registered[c.id], c.mri)
+def _registered_inputs(plan: _Plan, fingerprints: dict[str, str]) -> dict[str, np.ndarray]:
+    """The shared registration's output per case, read back from the run folder."""
+    registered = {}
+    for c in plan.cases:
+        path = plan.out / "registered" / plan.registration / f"{c.id}.npy"
+        if _case_done(plan.out, plan.registration, c.id, fingerprints.get(plan.registration)) and path.exists():
+            registered[c.id] = np.load(path, allow_pickle=False)
+    return registered
 
-        _run_phase(executor, context, out, fusion_names, cases, statuses, method_errors, progress,
-                   make_task=fusion_task, registration=registration, fingerprints=fingerprints,
-                   missing_error=f"registration {registration!r} failed on this case")
-    finally:
-        executor.close()
-    assemble(out)
-    return RunSummary(out=out, registration=registration, methods=statuses,
-                      executor=executor.describe(), seconds=perf_counter() - t_start)
+
+def _fusion_task(name: str, case, registered: dict[str, np.ndarray]) -> _Task | None:
+    if not get_method_info(name).needs_alignment:
+        return _Task("joint", name, case.id, case.pat, case.mri, case.flow_true, case.labels_pat,
+                     case.labels_mri)
+    if case.id not in registered:
+        return None
+    return _Task("fuse", name, case.id, registered[case.id], case.mri)
 
 
 def _run_phase(executor, context, out, names, cases, statuses, method_errors, progress, *, make_task,

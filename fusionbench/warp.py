@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["warp", "identity_grid", "compose", "check_flow"]
+__all__ = ["warp", "identity_grid", "compose", "check_flow", "resize_flow"]
 
 
 def check_flow(flow: np.ndarray, shape: tuple[int, int], name: str = "flow") -> np.ndarray:
@@ -20,6 +20,32 @@ def check_flow(flow: np.ndarray, shape: tuple[int, int], name: str = "flow") -> 
     if not np.all(np.isfinite(flow)):
         raise ValueError(f"{name}: NaN/Inf in displacement field")
     return flow
+
+
+def _linear_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # Half-pixel centres: output pixel i covers input coordinate (i + 0.5) * n_in / n_out - 0.5, the
+    # geometry of area (box) resampling, clamped at the first pixel like torch's bilinear resize.
+    src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    i0 = np.floor(src).astype(np.int64)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, i1, src - i0
+
+
+def resize_flow(flow: np.ndarray, shape: tuple[int, int], name: str = "flow") -> np.ndarray:
+    """A flow found on another grid, brought to ``shape``: resampled bilinearly with half-pixel
+    centres (the grid of images reduced by area averaging, as the learned registrations feed their
+    networks) and its displacements scaled by the size ratio of each axis."""
+    flow = np.asarray(flow, dtype=np.float64)
+    flow = check_flow(flow, tuple(flow.shape[1:]), name).astype(np.float64)
+    (h_in, w_in), (h, w) = flow.shape[1:], tuple(shape)
+    if (h_in, w_in) == (h, w):
+        return flow.astype(np.float32)
+    r0, r1, fr = _linear_weights(h_in, h)
+    c0, c1, fc = _linear_weights(w_in, w)
+    rows = flow[:, r0, :] * (1 - fr)[None, :, None] + flow[:, r1, :] * fr[None, :, None]
+    out = rows[:, :, c0] * (1 - fc)[None, None, :] + rows[:, :, c1] * fc[None, None, :]
+    out *= np.array([h / h_in, w / w_in])[:, None, None]
+    return out.astype(np.float32)
 
 
 def identity_grid(shape: tuple[int, int]) -> np.ndarray:

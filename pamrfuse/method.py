@@ -21,14 +21,16 @@ import torch
 import torch.nn.functional as F
 
 from fusionbench.data.io import as_image, check_same_shape
-from fusionbench.methods import FusionMethod, RegistrationMethod, register_method
+from fusionbench.methods import FusionMethod, RegistrationMethod, Trainable, register_method
 from fusionbench.nn.layers import resolve_device
-from fusionbench.nn.training import cases_hash, load_weights
+from fusionbench.nn.training import load_state, save_state
+from fusionbench.warp import resize_flow, warp
+from fusionbench.weights import load_into, shipped_state
 
-from .presets import PAMRFuseConfig, get_config
-from .train import PAMRFuseNet, config_hash, fit_pamrfuse, weights_name
+from .presets import get_config
+from .train import PAMRFuseNet, fit_pamrfuse
 
-__all__ = ["PAMRFusePlus", "load_shipped_model", "mlr_flow_to_input_grid", "WEIGHTS_DIR"]
+__all__ = ["PAMRFusePlus", "mlr_flow_to_input_grid", "WEIGHTS_DIR"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 REFERENCE = ("Zhong et al., 'Performance of medical image fusion in high-level analysis tasks: a mutual "
@@ -39,31 +41,23 @@ def _digest(img: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(img, dtype=np.float32).tobytes()).hexdigest()
 
 
-def load_shipped_model(preset: str = "lite", ablation: str | None = None) -> PAMRFuseNet:
-    """The shipped weights of a preset (``pamrfuse/weights/pamrfuse_PRESET.pt``) as an eval-mode net."""
-    cfg = get_config(preset, ablation)
-    path = WEIGHTS_DIR / f"{weights_name(cfg)}{'_' + ablation if ablation else ''}.pt"
-    state, meta = load_weights(path)
-    if meta.get("config"):
-        cfg = PAMRFuseConfig.from_dict(meta["config"])
-    net = PAMRFuseNet(cfg)
-    net.load_state_dict({k: v.float() for k, v in state.items()})
-    return net.eval()
-
-
 def mlr_flow_to_input_grid(mlr_flow: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
     """MLR's flow (1, 2, s, s), MRI into the PAT frame at the network size, as the project's flow
-    (2, H, W) on the input grid: negated (paper Eq. 3), resized and its magnitudes scaled."""
-    h, w = shape
-    s_h, s_w = mlr_flow.shape[-2:]
-    flow = F.interpolate(-mlr_flow.float(), size=(h, w), mode="bilinear", align_corners=True)
-    scale = torch.tensor([(h - 1) / (s_h - 1), (w - 1) / (s_w - 1)], device=flow.device).view(1, 2, 1, 1)
-    return (flow * scale)[0].cpu().numpy().astype(np.float32)
+    (2, H, W) on the input grid: negated (paper Eq. 3) and resized like every learned flow
+    (:func:`fusionbench.warp.resize_flow`: the network sees area-resampled images)."""
+    return resize_flow(-mlr_flow[0].float().cpu().numpy(), shape, "MLR flow")
 
 
-class PAMRFusePlus(FusionMethod, RegistrationMethod):
-    """PAMRFuse+ (P2M style transfer + MLR registration + DFDF fusion), trained in two stages."""
+class PAMRFusePlus(Trainable, FusionMethod, RegistrationMethod):
+    """PAMRFuse+ (P2M style transfer + MLR registration + DFDF fusion), trained in two stages.
 
+    ``weights="shipped"`` loads ``pamrfuse/weights/pamrfuse_PRESET[_ABLATION]/`` when its
+    provenance names the current configuration; a path loads a weights folder of ``fusionbench
+    fit``; ``None`` keeps the seeded initialisation.
+    """
+
+    #: Bump when a network or a loss changes: weights of another version are never loaded.
+    version = "1"
     kind = "transformer"
     reference = REFERENCE
     needs_alignment = False
@@ -79,50 +73,42 @@ class PAMRFusePlus(FusionMethod, RegistrationMethod):
         self.preset, self.ablation_name, self.overrides = preset, ablation, overrides
         self.device = str(resolve_device(device))
         self.net = PAMRFuseNet(self.cfg).eval()
-        self.provenance: dict[str, Any] = {"weights": "untrained", "preset": self.cfg.preset}
+        self.provenance: dict[str, Any] = {}
         self._last: tuple[str, np.ndarray] | None = None
         if weights == "shipped":
-            path = self.shipped_path()
-            if path.exists():
-                self._load(path)
+            if shipped_state(self) in ("match", "other-data"):
+                load_into(self, self.shipped_weights())
         elif weights not in (None, "none"):
-            self._load(Path(weights))
-
-    def shipped_path(self) -> Path:
-        suffix = f"_{self.ablation_name}" if self.ablation_name else ""
-        return WEIGHTS_DIR / f"{weights_name(self.cfg)}{suffix}.pt"
-
-    def _load(self, path: Path) -> None:
-        state, meta = load_weights(path)
-        if meta.get("config") and PAMRFuseConfig.from_dict(meta["config"]) != self.cfg:
-            raise ValueError(f"{path}: weights were trained with another configuration than "
-                             f"preset={self.preset!r} ablation={self.ablation_name!r}")
-        self.net.load_state_dict({k: v.float() for k, v in state.items()})
-        self.provenance = meta or {"weights": str(path)}
+            load_into(self, weights)
 
     def config(self) -> dict[str, Any]:
-        return {"preset": self.cfg.preset, "ablation": self.ablation_name, **self.overrides,
-                "vgg_source": self.provenance.get("vgg_source", self.cfg.vgg_source),
-                "weights_sha256": self.provenance.get("sha256", "untrained")}
+        return {"preset": self.cfg.preset, "ablation": self.ablation_name, **self.overrides}
 
-    # ------------------------------------------------------------------------------ training
-    def needs_training(self, cases: Sequence[Any]) -> bool:
-        """False when the loaded weights (shipped or cached) were trained on exactly these cases."""
-        return self.provenance.get("train_data_hash") != cases_hash(cases)
+    # ------------------------------------------------------------ weights (fusionbench.weights)
+    def train_config(self) -> dict[str, Any]:
+        return {"version": self.version, **self.cfg.to_dict()}
 
-    def fit(self, cases: Sequence[Any], workdir, *, progress: bool = True) -> dict[str, Any]:
-        """Two-stage training on ``cases``; reuses weights trained on the same data and settings."""
+    def shipped_weights(self) -> Path:
+        suffix = f"_{self.ablation_name}" if self.ablation_name else ""
+        return WEIGHTS_DIR / f"pamrfuse_{self.cfg.preset}{suffix}"
+
+    def save_weights(self, folder) -> None:
+        save_state(Path(folder) / "weights.pt", self.net.state_dict())
+
+    def load_weights(self, folder) -> None:
+        state = load_state(Path(folder) / "weights.pt")
+        self.net.load_state_dict({k: v.float() for k, v in state.items()})
+        self.net.eval()
+
+    def fit(self, cases: Sequence[Any], workdir) -> dict[str, Any]:
+        """Two-stage training on ``cases``; ``workdir`` holds the checkpoint a rerun resumes from."""
         if not cases:
             raise ValueError(f"{self.name or 'pamrfuse+'}: fit needs at least one training case")
-        data_hash = cases_hash(cases)
-        if (self.provenance.get("train_data_hash") == data_hash
-                and PAMRFuseConfig.from_dict(self.provenance.get("config") or {}) == self.cfg):
-            return self.provenance
-        run_dir = Path(workdir) / f"pamrfuse-{self.cfg.preset}-{data_hash}-{config_hash(self.cfg)}"
-        net, prov = fit_pamrfuse(cases, run_dir, preset=self.cfg, device=self.device, progress=progress,
-                                 ablation=self.ablation_name)
-        self._load(run_dir / f"{weights_name(self.cfg)}.pt")
-        return self.provenance
+        net, record = fit_pamrfuse(cases, workdir, preset=self.cfg, device=self.device,
+                                   ablation=self.ablation_name)
+        self.net.load_state_dict(net.state_dict())
+        self.net.eval()
+        return record
 
     # ------------------------------------------------------------------------------ inference
     def _tensor(self, img: np.ndarray, size: int | None = None) -> torch.Tensor:
@@ -143,8 +129,6 @@ class PAMRFusePlus(FusionMethod, RegistrationMethod):
         return mlr_flow_to_input_grid(out["flow"], (h, w))
 
     def register(self, moving, fixed) -> tuple[np.ndarray, np.ndarray]:
-        from fusionbench.warp import warp
-
         pat, mri = as_image(moving, "moving (PAT)"), as_image(fixed, "fixed (MRI)")
         check_same_shape(moving=pat, fixed=mri)
         flow = self.predict_flow(pat, mri)

@@ -169,26 +169,21 @@ def _pad_to(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, in
 
 
 @torch.no_grad()
-def translate(pat, generator: nn.Module | P2M | None = None, *, device: str | torch.device = "cpu") -> np.ndarray:
+def translate(pat, generator: nn.Module | P2M, *, device: str | torch.device = "cpu") -> np.ndarray:
     """PAT image(s) -> pseudo-MRI in [0, 1] with the P2M generator ``g_pm``.
 
     Parameters
     ----------
     pat : array_like, shape (H, W) or sequence of such
         PAT images (any numeric range; converted with :func:`fusionbench.data.io.as_image`).
-    generator : P2M or ResnetGenerator, optional
-        A trained model. ``None`` loads the shipped ``lite`` PAMRFuse+ weights
-        (:func:`pamrfuse.method.load_shipped`); raises ``FileNotFoundError`` if none are shipped.
+    generator : P2M or ResnetGenerator
+        A trained model (the shipped one: ``create_method("pamrfuse+").net.p2m``).
 
     Returns
     -------
     numpy.ndarray
         float32 pseudo-MRI of the input's shape (a stack for a sequence input).
     """
-    if generator is None:
-        from .method import load_shipped_model
-
-        generator = load_shipped_model().p2m
     if isinstance(generator, P2M):
         generator = generator.g_pm
     single = isinstance(pat, np.ndarray) and pat.ndim == 2

@@ -18,18 +18,15 @@ The ``lite`` preset (128², P2M ngf 16 with 4 residual blocks and the released c
 objective, DFDF dim 16 with 1+1 Restormer blocks, batch 2, 50 steps per epoch, 20 + 8 epochs with
 the learning rates halved every 8, PST on relu1_1..relu3_1, pixel-only registration loss) is sized
 for 2 CPU cores: about 1 000 + 400 steps at the benchmarked 2.17 s and 0.72 s per step (two
-threads), about 41 min on an idle machine (the shipped weights took 39 min; project README).
+threads), about 41 min on an idle machine (docs/pamrfuse.md).
 
-Command line: ``python -m pamrfuse.train --preset lite --dataset phantom --workdir DIR``.
+Command line: ``fusionbench fit pamrfuse+ --preset lite`` (resumable: rerun the same command).
 """
 from __future__ import annotations
 
-import argparse
-import hashlib
 import io
 import json
 import math
-import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -42,7 +39,7 @@ from torch import nn
 
 from fusionbench.data.io import atomic_write_bytes
 from fusionbench.nn.layers import resolve_device, warp_torch
-from fusionbench.nn.training import cases_hash, save_weights, seed_everything
+from fusionbench.nn.training import seed_everything
 
 from . import losses as L
 from .dfdf import DFDF
@@ -417,18 +414,15 @@ def save_loss_curves(history: list[dict[str, float]], path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def weights_name(cfg: PAMRFuseConfig) -> str:
-    return f"pamrfuse_{cfg.preset}"
-
-
 def fit_pamrfuse(cases: Sequence[Any], workdir, preset: str | PAMRFuseConfig = "lite", device: str = "auto",
                  epochs: tuple[int, int] | None = None, resume: bool = True, progress: bool = True,
                  ablation: str | None = None, **overrides: Any) -> tuple[PAMRFuseNet, dict[str, Any]]:
-    """Train PAMRFuse+ on ``cases`` in ``workdir``; returns the trained net and its provenance.
+    """Train PAMRFuse+ on ``cases`` in ``workdir``; returns the trained net and the training metrics.
 
     ``epochs=(stage1, stage2)`` overrides the preset's. With ``resume`` an existing
     ``workdir/checkpoint.pt`` of the same configuration is continued; a finished run returns at once.
-    Final weights go to ``workdir/pamrfuse_PRESET.pt`` with a provenance JSON next to it.
+    The loss history goes to ``workdir/history.json`` (the weights are the caller's to save:
+    :mod:`fusionbench.weights`).
     """
     if epochs is not None:
         overrides.update(epochs_stage1=int(epochs[0]), epochs_stage2=int(epochs[1]))
@@ -443,53 +437,8 @@ def fit_pamrfuse(cases: Sequence[Any], workdir, preset: str | PAMRFuseConfig = "
     t0 = time.perf_counter()
     trainer.run(pats, mris)
     elapsed = time.perf_counter() - t0
-    provenance = {
-        "method": "pamrfuse+", "preset": cfg.preset, "ablation": ablation, "config": cfg.to_dict(),
-        "vgg_source": trainer.vgg_source, "train_data_hash": cases_hash(cases), "n_cases": len(cases),
-        "device": str(trainer.device), "epochs": trainer.epoch, "last_session_seconds": round(elapsed, 1),
-        "final_losses": trainer.history[-1] if trainer.history else {},
-    }
-    state = {k: v for k, v in trainer.net.state_dict().items()}
-    save_weights(workdir / f"{weights_name(cfg)}.pt", state, provenance)
+    metrics = {"vgg_source": trainer.vgg_source, "n_cases": len(cases), "epochs": trainer.epoch,
+               "last_session_seconds": round(elapsed, 1),
+               "final_losses": trainer.history[-1] if trainer.history else {}}
     atomic_write_bytes(workdir / "history.json", json.dumps(trainer.history, indent=1).encode())
-    return trainer.net.eval(), provenance
-
-
-def config_hash(cfg: PAMRFuseConfig) -> str:
-    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m pamrfuse.train --preset lite --dataset phantom --workdir DIR [--device auto]``."""
-    ap = argparse.ArgumentParser(prog="pamrfuse.train", description=main.__doc__)
-    ap.add_argument("--preset", default="lite", choices=["paper", "lite", "tiny"])
-    ap.add_argument("--ablation", default=None)
-    ap.add_argument("--dataset", default="phantom", help="dataset spec (fusionbench.data.load_dataset)")
-    ap.add_argument("--split", default="train")
-    ap.add_argument("--workdir", required=True)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--epochs", type=int, nargs=2, metavar=("STAGE1", "STAGE2"), default=None)
-    ap.add_argument("--no-resume", action="store_true")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
-    args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    overrides: dict[str, Any] = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
-    from fusionbench.data import load_dataset
-
-    cases = load_dataset(args.dataset, args.split)
-    _, prov = fit_pamrfuse(cases, args.workdir, preset=args.preset, device=args.device, epochs=args.epochs,
-                           resume=not args.no_resume, ablation=args.ablation, **overrides)
-    print(json.dumps({k: prov[k] for k in ("preset", "epochs", "vgg_source", "final_losses")}, indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return trainer.net.eval(), metrics

@@ -112,17 +112,19 @@ def test_run_with_contour_task_writes_table_3(tmp_path, monkeypatch):
 def test_fit_with_a_preset_is_the_fit_a_run_with_the_same_settings_uses(tmp_path, monkeypatch):
     # `fusionbench fit pamrfuse+ --preset paper --device cuda` is the command; the tiny
     # preset keeps the same path cheap.
-    import pickle
+    from fusionbench.weights import read_provenance
 
     monkeypatch.setenv("FUSIONBENCH_CACHE", str(tmp_path / "cache"))
     data = "phantom:n=4,size=64"
     fitted = runner.invoke(app, ["fit", "pamrfuse+", "--dataset", data, "--preset", "tiny", "--device", "cpu"])
     assert fitted.exit_code == 0, fitted.output
-    pickles = list((tmp_path / "cache" / "fit").glob("pamrfuse+-*/method.pkl"))
-    assert len(pickles) == 1
-    with open(pickles[0], "rb") as fh:
-        method = pickle.load(fh)
-    assert method.cfg.preset == "tiny" and method.provenance["preset"] == "tiny"
+    assert "fitted weights" in fitted.output
+    folders = list((tmp_path / "cache" / "weights" / "pamrfuse+").glob("*/weights"))
+    assert len(folders) == 1 and (folders[0] / "weights.pt").is_file()
+    record = read_provenance(folders[0])
+    assert record["train_config"]["preset"] == "tiny" and record["metrics"]["epochs"] >= 1
+    again = runner.invoke(app, ["fit", "pamrfuse+", "--dataset", data, "--preset", "tiny", "--device", "cpu"])
+    assert again.exit_code == 0 and "cached weights" in again.output
 
     out = tmp_path / "run"
     result = runner.invoke(app, ["run", "--dataset", data, "--registration", "identity", "--jobs", "1",
@@ -132,7 +134,8 @@ def test_fit_with_a_preset_is_the_fit_a_run_with_the_same_settings_uses(tmp_path
     assert "fitting" not in result.output  # the cached fit was used, not a new training
     record = json.loads((out / "run.json").read_text())
     assert record["method_settings"] == {"pamrfuse+": {"preset": "tiny"}}
-    assert record["method_configs"]["pamrfuse+"]["preset"] == "tiny"
+    assert record["method_configs"]["pamrfuse+"]["config"]["preset"] == "tiny"
+    assert record["weights"]["pamrfuse+"].startswith("trained on phantom:n=4,size=64 train split")
 
 
 def test_bad_method_settings_are_one_clear_line(tmp_path, monkeypatch):

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 import fusionbench.methods as methods
-from fusionbench.methods import (FusionMethod, RegistrationMethod, Pipeline, create_method, get_method_info,
-                                 list_methods, load_plugins, register_method, resolve_methods)
+from fusionbench.methods import (FusionMethod, RegistrationMethod, create_method, default_registration,
+                                 get_method_info, list_methods, load_plugins, register_method, resolve_methods)
+from fusionbench.pipeline import Pipeline
 
 
 @pytest.fixture
@@ -32,6 +33,55 @@ def test_reference_methods_are_registered_with_their_roles():
     np.testing.assert_array_equal(create_method("maximum").fuse(pat, mri), [[1.0, 1.0], [0.5, 0.75]])
     out = Pipeline(create_method("average"), create_method("identity")).run(pat, mri)
     assert not out["flow"].any() and out["flow"].shape == (2, 2, 2)
+    np.testing.assert_array_equal(out["fused"], [[0.5, 0.5], [0.5, 0.5]])
+
+
+def test_pipeline_registers_first_and_checks_what_methods_return(scratch_registry):
+    class Shift(RegistrationMethod):  # moves the moving image one column left, as warp would
+        def register(self, moving, fixed):
+            flow = np.zeros((2, *fixed.shape), np.float32)
+            flow[1] = 1.0
+            return np.concatenate([moving[:, 1:], moving[:, -1:]], axis=1), flow
+
+    class BadFlow(Shift):
+        def register(self, moving, fixed):
+            return moving, np.full((2, *fixed.shape), np.nan, np.float32)
+
+    class TooBright(FusionMethod):
+        def fuse(self, pat, mri):
+            return pat + 1.5
+
+    pat = np.array([[0.0, 1.0, 0.5]], np.float32)
+    mri = np.array([[0.2, 0.2, 0.2]], np.float32)
+    out = Pipeline(create_method("maximum"), Shift()).run(pat, mri)
+    np.testing.assert_array_equal(out["registered"], [[1.0, 0.5, 0.5]])
+    np.testing.assert_array_equal(out["fused"], [[1.0, 0.5, 0.5]])
+    assert set(out["seconds"]) == {"registration", "fusion"}
+    with pytest.raises(ValueError, match="BadFlow flow: NaN"):
+        Pipeline(create_method("average"), BadFlow()).run(pat, mri)
+    with pytest.raises(Exception, match="TooBright fused output"):
+        Pipeline(TooBright()).run(pat, mri)
+
+
+def test_a_plugin_declares_the_default_registration(scratch_registry):
+    assert default_registration() == "p2m+vm"  # the pamrfuse plugin's protocol
+    for name, info in list(methods._REGISTRY.items()):
+        if info.default_registration:
+            methods._REGISTRY[name] = methods.MethodInfo(**{**info.__dict__, "default_registration": False})
+    assert default_registration() == "identity"
+
+    @register_method("zz_reg_a", kind="registration", default_registration=True)
+    class A(RegistrationMethod):
+        pass
+
+    assert default_registration() == "zz_reg_a"
+
+    @register_method("zz_reg_b", kind="registration", default_registration=True)
+    class B(RegistrationMethod):
+        pass
+
+    with pytest.raises(ValueError, match="several plugins"):
+        default_registration()
 
 
 def test_selection_by_alias_kind_pattern_and_name(scratch_registry):

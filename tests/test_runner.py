@@ -15,7 +15,7 @@ import pytest
 
 from fusionbench.data.datasets import load_dataset
 from fusionbench.data.io import read_image
-from fusionbench.methods import _REGISTRY, FusionMethod, register_method
+from fusionbench.methods import _REGISTRY, FusionMethod, Trainable, register_method
 from fusionbench.metrics.fusion import fusion_suite
 from fusionbench.metrics.registration import endpoint_error
 from fusionbench.report import build_report
@@ -185,51 +185,89 @@ def test_failing_method_is_isolated(tmp_path, scratch_methods):
     assert only_failures.all_failed
 
 
-class _Trainable(FusionMethod):
-    """Counts fits; reports weights only once fitted (like a deep method without shipped weights)."""
+class _Trainable(Trainable, FusionMethod):
+    """Counts fits; untrained until fitted (like a deep method without shipped weights)."""
 
-    trainable = True
     fits = 0
+    shipped = None
 
     def __init__(self):
-        self.fitted = False
+        self.level, self.provenance = None, {}
 
-    def needs_training(self, train_cases):
-        return not self.fitted
+    def train_config(self):
+        return {"version": "1"}
 
     def fit(self, cases, workdir):
         type(self).fits += 1
-        self.fitted = True
+        self.level = float(np.mean([c.pat.mean() for c in cases]))
+        return {}
+
+    def save_weights(self, folder):
+        (Path(folder) / "level.json").write_text(json.dumps(self.level))
+
+    def load_weights(self, folder):
+        self.level = json.loads((Path(folder) / "level.json").read_text())
+
+    def shipped_weights(self):
+        return type(self).shipped
 
     def fuse(self, pat, mri):
-        return np.minimum(pat, mri)
+        return np.clip(np.minimum(pat, mri) * (1 + self.level), 0, 1)
 
 
 def test_untrained_methods_are_skipped_unless_named_or_fit(tmp_path, scratch_methods):
     register_method("slowlearner", kind="cnn")(_Trainable)
-    _Trainable.fits = 0
-    summary = run(_config(tmp_path / "auto", methods=["average", "slowlearner"], fit=[]))
+    _Trainable.fits, _Trainable.shipped = 0, None
+    cache = tmp_path / "weights"
+    summary = run(_config(tmp_path / "auto", methods=["average", "slowlearner"], fit=[], cache_dir=cache))
     assert summary.methods["slowlearner"].state == "untrained"
     assert "fusionbench fit slowlearner" in summary.methods["slowlearner"].untrained
     assert _Trainable.fits == 0
     assert set(load_results(tmp_path / "auto")["method"]) == {"identity", "average"}
     # named explicitly: trained once, cached, then run on every case
-    summary = run(_config(tmp_path / "named", methods=["slowlearner"], fit=["slowlearner"]))
+    summary = run(_config(tmp_path / "named", methods=["slowlearner"], fit=["slowlearner"], cache_dir=cache))
     assert _Trainable.fits == 1 and summary.methods["slowlearner"].ok == 4
-    # the cached fit counts as weights: an unnamed selection now runs it without training again
-    summary = run(_config(tmp_path / "again", methods=["slowlearner"], fit=[]))
+    record = json.loads((tmp_path / "named" / "run.json").read_text())
+    assert record["weights"]["slowlearner"].startswith(f"trained on {SPEC} train split")
+    # the cached weights count: an unnamed selection now runs it without training again
+    summary = run(_config(tmp_path / "again", methods=["slowlearner"], fit=[], cache_dir=cache))
     assert _Trainable.fits == 1 and summary.methods["slowlearner"].ok == 4
 
 
-def test_weights_trained_on_these_data_are_used_without_fit(tmp_path, scratch_methods):
-    class Shipped(_Trainable):
-        def needs_training(self, train_cases):
-            return False  # e.g. shipped weights whose provenance names exactly these cases
+def test_shipped_weights_for_these_data_are_used_without_fit(tmp_path, scratch_methods):
+    from fusionbench.weights import ship_weights
 
-    register_method("shippedlearner", kind="cnn")(Shipped)
-    _Trainable.fits = 0
-    summary = run(_config(tmp_path / "w", methods=["shippedlearner"], fit=["shippedlearner"]))
-    assert _Trainable.fits == 0 and summary.methods["shippedlearner"].ok == 4
+    register_method("shippedlearner", kind="cnn")(_Trainable)
+    _Trainable.fits, _Trainable.shipped = 0, None
+    run(_config(tmp_path / "fit", methods=["shippedlearner"], fit=True, cache_dir=tmp_path / "c1"))
+    _Trainable.shipped = tmp_path / "shipped"
+    ship_weights(_Trainable(), next((tmp_path / "c1").glob("shippedlearner/*/weights")))
+    try:
+        summary = run(_config(tmp_path / "w", methods=["shippedlearner"], fit=[], cache_dir=tmp_path / "c2"))
+    finally:
+        _Trainable.shipped = None
+    assert _Trainable.fits == 1 and summary.methods["shippedlearner"].ok == 4
+    assert not (tmp_path / "c2").exists()
+
+
+def test_an_untrained_shared_registration_stops_the_run_before_any_work(tmp_path, scratch_methods):
+    from fusionbench.methods import RegistrationMethod
+
+    @register_method("reg-to-train", kind="registration")
+    class RegToTrain(_Trainable, RegistrationMethod):
+        def register(self, moving, fixed):
+            return moving, np.zeros((2, *fixed.shape), np.float32)
+
+    with pytest.raises(RunError, match="--registration reg-to-train: no weights"):
+        run(_config(tmp_path / "r", registration="reg-to-train", fit=[], cache_dir=tmp_path / "c"))
+    assert not (tmp_path / "r" / "cases").exists()
+
+
+def test_run_leaves_the_callers_config_unchanged(tmp_path):
+    config = _config(tmp_path / "m", metrics=["mi", "ssim"])
+    before = repr(config)
+    run(config)
+    assert repr(config) == before
 
 
 def test_unknown_options_raise_before_any_work(tmp_path):

@@ -41,9 +41,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusionbench.data.io import as_image, check_same_shape
-from fusionbench.methods import FusionMethod
+from fusionbench.methods import FusionMethod, Trainable
 from fusionbench.nn.layers import resolve_device
-from fusionbench.nn.training import cases_hash, load_weights, save_weights, seed_everything
+from fusionbench.nn.training import load_state, save_state, seed_everything
+from fusionbench.weights import load_into, shipped_state, weights_note
 
 from ..common import DEFAULT_ROLES
 
@@ -120,8 +121,6 @@ class TrainingData:
             self.singles += natural_images()
         if not self.singles:
             raise ValueError("training data: no cases and no natural images")
-        self.fingerprint = (f"cases:{cases_hash(cases) if cases else 'none'}:{len(self.pairs)}"
-                            + (f"+skimage:{len(NATURAL_IMAGES)}" if natural else ""))
 
     def describe(self) -> str:
         """One line for the provenance record."""
@@ -260,8 +259,9 @@ class TorchFusion(FusionMethod):
         raise NotImplementedError
 
 
-class TrainableFusion(TorchFusion):
-    """A :class:`TorchFusion` with a network trained by our code, shipped weights and cached fits.
+class TrainableFusion(Trainable, TorchFusion):
+    """A :class:`TorchFusion` with a network trained by our code, following the trainable-weights
+    protocol (:mod:`fusionbench.weights`: the core keys, caches and ships the weights).
 
     Subclasses set :attr:`weights_name` and :attr:`train_defaults` and implement :meth:`build`,
     :meth:`sample_batch` and :meth:`loss`; methods with several optimisers override
@@ -270,9 +270,10 @@ class TrainableFusion(TorchFusion):
     Parameters
     ----------
     weights : {"shipped", "random"} or path
-        ``"shipped"``: ``baselines/weights/<weights_name>.pt`` when present, else random
-        initialisation (with a warning); ``"random"``: the seeded initialisation; a path: a state
-        dict saved by :func:`fusionbench.nn.training.save_weights`.
+        ``"shipped"``: the folder ``baselines/weights/<weights_name>/`` when its provenance names
+        the current :meth:`train_config`, else the random initialisation (with a warning);
+        ``"random"``: the seeded initialisation; a path: a weights folder (``weights.pt`` +
+        ``provenance.json``) written by ``fusionbench fit``, loaded whatever its settings.
     seed : int
         Seeds the initialisation, the patch sampler and training.
     steps, batch, patch, lr : optional
@@ -303,18 +304,19 @@ class TrainableFusion(TorchFusion):
         seed_everything(self.seed)
         self.net = self.build()
         self.net.eval()
-        self.provenance: dict[str, Any] = {"weights": "random", "seed": self.seed}
+        self.provenance: dict[str, Any] = {}
         if weights in (None, "random", "none"):
             pass
         elif weights == "shipped":
-            if self.shipped_path().is_file():
-                self.load(self.shipped_path())
+            if shipped_state(self) in ("match", "other-data"):
+                load_into(self, self.shipped_weights())
             else:
-                warnings.warn(f"{type(self).__name__}: no shipped weights at {self.shipped_path()}; "
-                              "using random weights (run fit or scripts/train_deep_baselines.py)",
+                warnings.warn(f"{type(self).__name__}: no shipped weights for its current train_config at "
+                              f"{self.shipped_weights()}; using random weights (`fusionbench fit {self.name}`)",
                               RuntimeWarning, stacklevel=2)
         else:
-            self.load(Path(weights), user=True)
+            load_into(self, weights, check_config=False)
+            self.provenance["user_file"] = str(weights)
 
     # ---- to implement -----------------------------------------------------------------------
     def build(self) -> nn.Module:
@@ -421,79 +423,58 @@ class TrainableFusion(TorchFusion):
         return history
 
     def train_config(self) -> dict[str, Any]:
-        """Everything that determines the trained weights besides the data."""
+        """Everything that determines the trained weights besides the data (the protocol's key)."""
         return {**self.train_settings, "seed": self.seed, "version": self.version,
                 "natural_images": self.natural_images}
 
-    def needs_training(self, cases: Sequence[Any]) -> bool:
-        """False when the loaded weights (shipped or cached) were trained on exactly these data."""
-        return self.provenance.get("train_data") != TrainingData(cases, natural=self.natural_images).fingerprint
+    def training_metrics(self) -> dict[str, Any]:
+        """Method-specific entries for the provenance's metrics (e.g. U2Fusion's information weights)."""
+        return {}
 
-    def fit(self, cases: Sequence[Any], workdir, *, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-        """Train on ``cases`` + the natural images, cached in ``workdir`` by data hash and settings.
-
-        Loaded weights (shipped or given) already trained on the same data are kept, whatever
-        settings made them, as :meth:`needs_training` tells the harness (create the method with
-        ``weights=None`` to retrain from scratch). Returns the provenance record.
-        """
+    def fit(self, cases: Sequence[Any], workdir) -> dict[str, Any]:
+        """Train from the current weights on ``cases`` + the natural images; the checkpoint in
+        ``workdir`` makes an interrupted fit resume. Returns the training metrics."""
         data = TrainingData(cases, natural=self.natural_images)
-        cfg = self.train_config()
-        if self.provenance.get("train_data") == data.fingerprint:
-            return self.provenance
-        key = hashlib.sha256(json.dumps([data.fingerprint, cfg], sort_keys=True, default=str).encode())
-        stem = f"{self.weights_name or self.name}-{key.hexdigest()[:12]}"
-        cache = Path(workdir) / f"{stem}.pt"
-        if cache.is_file():
-            self.load(cache)
-            return self.provenance
-        t0 = time.perf_counter()
-        history = self.train(data, log=log, checkpoint=Path(workdir) / f"{stem}.ckpt")
-        self.save(cache, data=data, history=history, seconds=time.perf_counter() - t0)
-        self.load(cache)
-        return self.provenance
-
-    # ---- weights ----------------------------------------------------------------------------
-    def shipped_path(self) -> Path:
-        return WEIGHTS_DIR / f"{self.weights_name}.pt"
-
-    def save(self, path: str | Path, *, data: TrainingData, history: Sequence[float], seconds: float,
-             half: bool = False, extra: dict[str, Any] | None = None) -> None:
-        """Write the weights (float16 with ``half``) and their provenance record."""
-        state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in self.net.state_dict().items()}
+        history = self.train(data, checkpoint=Path(workdir) / "train.ckpt")
         hist = np.asarray(history, dtype=np.float64)
-        chunks = [float(c.mean()) for c in np.array_split(hist, min(10, len(hist)))] if len(hist) else []
-        save_weights(path, state, {
-            "method": self.name, "weights": "retrained-toolkit", "train_data": data.fingerprint,
-            "train_data_description": data.describe(), "config": self.train_config(),
-            "steps": len(hist), "loss_first": float(hist[0]) if len(hist) else None,
-            "loss_last": float(hist[-max(1, len(hist) // 20):].mean()) if len(hist) else None,
-            "loss_curve_deciles": chunks, "train_seconds": round(float(seconds), 1),
-            "device": self.device, "torch": torch.__version__, "dtype": "float16" if half else "float32",
-            "parameters": parameter_count(self.net), **(extra or {}),
-        })
+        deciles = [float(c.mean()) for c in np.array_split(hist, min(10, len(hist)))] if len(hist) else []
+        return {"training_set": data.describe(), "steps": len(hist),
+                "loss_first": float(hist[0]) if len(hist) else None,
+                "loss_last": float(hist[-max(1, len(hist) // 20):].mean()) if len(hist) else None,
+                "loss_curve_deciles": deciles, "parameters": parameter_count(self.net),
+                **self.training_metrics()}
 
-    def load(self, path: str | Path, *, user: bool = False) -> None:
-        """Load weights saved by :meth:`save` (tensors only) and their provenance."""
-        state, meta = load_weights(path)
+    # ---- weights (fusionbench.weights protocol) ---------------------------------------------
+    def weights_module(self) -> nn.Module:
+        """The module whose state is the weight file (GANs: the generator only)."""
+        return self.net
+
+    def shipped_weights(self) -> Path:
+        return WEIGHTS_DIR / self.weights_name
+
+    def save_weights(self, folder, *, half: bool = False) -> None:
+        """``folder/weights.pt``: the state dict (float16 with ``half``)."""
+        state = {k: (v.half() if half and v.is_floating_point() else v)
+                 for k, v in self.weights_module().state_dict().items()}
+        save_state(Path(folder) / "weights.pt", state)
+
+    def load_weights(self, folder) -> None:
+        path = Path(folder) / "weights.pt"
         try:
-            self.net.load_state_dict(state)
+            self.weights_module().load_state_dict({k: v.float() for k, v in load_state(path).items()})
         except RuntimeError as exc:
             raise ValueError(f"{path}: weights do not fit {type(self).__name__}: {exc}") from None
         self.net.float().eval()
-        self.provenance = dict(meta) if meta else {"weights": "retrained-toolkit"}
-        if user or not meta:
-            self.provenance["weights"] = f"user-file ({Path(path).name})"
 
     def modules(self) -> list[nn.Module]:
         return [self.net]
 
     def describe_weights(self) -> str:
-        p = self.provenance
-        if p.get("weights") == "retrained-toolkit":
-            return f"retrained-toolkit ({p.get('steps')} steps, seed {p.get('config', {}).get('seed')})"
-        if p.get("weights") == "random":
+        if not self.provenance:
             return f"random (seed {self.seed})"
-        return str(p.get("weights"))
+        if "user_file" in self.provenance:
+            return f"user-file ({Path(self.provenance['user_file']).name})"
+        return weights_note(self.provenance)
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), **self.train_settings, "seed": self.seed}

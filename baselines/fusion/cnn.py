@@ -147,7 +147,8 @@ class CNNFusion(TrainableFusion):
 
     weights_name = "cnn"
     # SGD at lr 1e-2 instead of the paper's 1e-4: the paper's schedule is ~2M pairs on a GPU.
-    train_defaults = {"steps": 150, "batch": 32, "patch": PATCH + 32, "lr": 1e-2}
+    #: The settings of the shipped weights.
+    train_defaults = {"steps": 300, "batch": 32, "patch": PATCH + 32, "lr": 1e-2}
     version = "1"
 
     def __init__(self, *, output_bias: bool = False, threshold: float = MATCH_THRESHOLD, **kw):

@@ -14,8 +14,6 @@ gradient of the displacement. The network works at a fixed size (128² by defaul
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -26,9 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusionbench.data.io import as_image, check_same_shape
-from fusionbench.methods import RegistrationMethod, register_method
+from fusionbench.methods import RegistrationMethod, Trainable, register_method
 from fusionbench.nn.layers import SpatialTransformer, VecInt, resolve_device
-from fusionbench.nn.training import cases_hash, load_weights, save_weights, seed_everything
+from fusionbench.nn.training import load_state, save_state, seed_everything
+from fusionbench.warp import resize_flow, warp
+from fusionbench.weights import load_into, shipped_state
 
 from .regions import body_region
 
@@ -191,7 +191,7 @@ def _augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     return torch.flip(x, dims=(3,)) if flip else x
 
 
-class _LearnedRegistration(RegistrationMethod):
+class LearnedRegistration(Trainable, RegistrationMethod):
     """Shared fit/register logic of VoxelMorph-style registration methods.
 
     The network works at ``size``² (inputs area-resampled, the flow bilinearly resized back and
@@ -200,6 +200,9 @@ class _LearnedRegistration(RegistrationMethod):
 
     trainable = True
     weights_name = ""
+    #: Bump when the network, the loss or the preprocessing changes: shipped and cached weights
+    #: of another version are then never loaded.
+    version = "1"
 
     def __init__(self, loss: str = "mi", smooth: float = 1.0, steps: int = 600, batch: int = 4,
                  lr: float = 1e-4, integration_steps: int = 7, size: int = 128, seed: int = 0,
@@ -212,11 +215,12 @@ class _LearnedRegistration(RegistrationMethod):
         seed_everything(seed)
         self.net = VxmDense(integration_steps=integration_steps)
         self.net.eval()
-        self.provenance: dict[str, Any] = {"weights": "untrained"}
-        if weights == "shipped" and self.shipped_path().exists():
-            self._load(self.shipped_path())
-        elif weights not in (None, "shipped", "none"):
-            self._load(Path(weights))
+        self.provenance: dict[str, Any] = {}
+        if weights == "shipped":
+            if shipped_state(self) in ("match", "other-data"):
+                load_into(self, self.shipped_weights())
+        elif weights not in (None, "none"):
+            load_into(self, weights, check_config=False)
 
     def network_input(self, moving: np.ndarray) -> np.ndarray:
         """The moving image as the network sees it at ``size``² (P2M+VM: the pseudo-MRI)."""
@@ -234,48 +238,29 @@ class _LearnedRegistration(RegistrationMethod):
             out.append(torch.cat(channels))
         return torch.stack(out)
 
-    def shipped_path(self) -> Path:
-        return WEIGHTS_DIR / f"{self.weights_name}.pt"
+    # ---- weights (fusionbench.weights protocol) ---------------------------------------------
+    def shipped_weights(self) -> Path:
+        return WEIGHTS_DIR / self.weights_name
 
-    def _load(self, path: Path) -> None:
-        state, meta = load_weights(path)
+    def save_weights(self, folder) -> None:
+        save_state(Path(folder) / "weights.pt", self.net.state_dict())
+
+    def load_weights(self, folder) -> None:
+        state = load_state(Path(folder) / "weights.pt")
         self.net.load_state_dict({k: v.float() for k, v in state.items()})
-        self.provenance = meta or {"weights": str(path)}
 
     def train_config(self) -> dict[str, Any]:
         return {"loss": self.loss, "smooth": self.smooth, "steps": self.steps, "batch": self.batch,
-                "lr": self.lr, "size": self.size, "seed": self.seed}
+                "lr": self.lr, "size": self.size, "seed": self.seed, "version": self.version}
 
-    def needs_training(self, cases: Sequence[Any]) -> bool:
-        """False when the loaded weights (shipped or cached) were trained on exactly these cases."""
-        return self.provenance.get("train_data_hash") != cases_hash(cases)
-
-    def fit(self, cases: Sequence[Any], workdir, *, progress=None) -> dict[str, Any]:
-        """Train unsupervised on ``cases`` (no ground-truth flow is used); cached in ``workdir``.
-
-        Loaded weights (shipped or given) for which :meth:`needs_training` is false are kept
-        (create the method with ``weights=None`` to retrain from scratch).
-        """
+    def fit(self, cases: Sequence[Any], workdir) -> dict[str, Any]:
+        """Train unsupervised on ``cases`` (no ground-truth flow is used); returns the losses."""
         if not cases:
             raise ValueError(f"{self.name}: fit needs at least one training case")
-        if not self.needs_training(cases):
-            return self.provenance
-        data_hash = cases_hash(cases)
-        cfg = self.train_config()
-        cfg_hash = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:8]
-        cache = Path(workdir) / f"{self.weights_name}-{data_hash}-{cfg_hash}.pt"
-        if cache.exists():
-            self._load(cache)
-            return self.provenance
-        history = self._train(cases, progress)
-        save_weights(cache, self.net.state_dict(), {
-            "method": self.name, "train_data_hash": data_hash, "n_cases": len(cases), "config": cfg,
-            "loss_first": history[0], "loss_last": float(np.mean(history[-50:])),
-        })
-        self._load(cache)
-        return self.provenance
+        history = self._train(cases)
+        return {"n_cases": len(cases), "loss_first": history[0], "loss_last": float(np.mean(history[-50:]))}
 
-    def _train(self, cases, progress=None) -> list[float]:
+    def _train(self, cases) -> list[float]:
         device = torch.device(self.device)
         rng = np.random.default_rng(self.seed)
         seed_everything(self.seed)
@@ -294,8 +279,6 @@ class _LearnedRegistration(RegistrationMethod):
             loss.backward()
             opt.step()
             history.append(float(loss.detach()))
-            if progress is not None:
-                progress(step + 1, self.steps, history[-1])
         net.eval().cpu()
         return history
 
@@ -305,18 +288,10 @@ class _LearnedRegistration(RegistrationMethod):
         device = torch.device(self.device)
         net = self.net.to(device)
         x = self._pairs([moving], [fixed]).to(device)
-        flow = net.flow(x[:, :1], x[:, 1:2])
-        h, w = fixed.shape
-        if (h, w) != (self.size, self.size):
-            # Area resampling puts pixel centres at (i + 0.5) * h / size - 0.5: align_corners=False.
-            flow = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False)
-            flow = flow * torch.tensor([h / self.size, w / self.size], device=device,
-                                       dtype=flow.dtype).view(1, 2, 1, 1)
-        return flow[0].cpu().numpy().astype(np.float32)
+        flow = net.flow(x[:, :1], x[:, 1:2])[0].cpu().numpy()
+        return resize_flow(flow, fixed.shape, f"{self.name} flow")
 
     def register(self, moving, fixed):
-        from fusionbench.warp import warp
-
         moving, fixed = as_image(moving, "moving"), as_image(fixed, "fixed")
         check_same_shape(moving=moving, fixed=fixed)
         flow = self.predict_flow(moving, fixed)
@@ -325,7 +300,7 @@ class _LearnedRegistration(RegistrationMethod):
 
 @register_method("voxelmorph", kind="registration",
                  reference="Balakrishnan et al., IEEE TMI 38(8) 2019 (VxmDense, MI similarity for PAT->MRI)")
-class VoxelMorph(_LearnedRegistration):
+class VoxelMorph(LearnedRegistration):
     """VoxelMorph from PAT to MRI with the body-masked Parzen MI.
 
     ``moving_sigma`` (pixels at the input size) smooths the PAT the network sees and its loss
@@ -338,7 +313,7 @@ class VoxelMorph(_LearnedRegistration):
     lr 1e-3 2.83; λ = 1000 2.92 (it barely moves). Default: λ = 100, lr 1e-3.
     """
 
-    weights_name = "voxelmorph_phantom"
+    weights_name = "voxelmorph"
 
     def __init__(self, moving_sigma: float = 2.0, smooth: float = 100.0, lr: float = 1e-3, **kwargs: Any):
         if moving_sigma < 0:
@@ -346,10 +321,6 @@ class VoxelMorph(_LearnedRegistration):
         self.moving_sigma = float(moving_sigma)
         super().__init__(smooth=smooth, lr=lr, **kwargs)
 
-    def _load(self, path: Path) -> None:
-        super()._load(path)
-        # Weights come with the preprocessing they were trained with.
-        self.moving_sigma = float(self.provenance.get("config", {}).get("moving_sigma", self.moving_sigma))
 
     def network_input(self, moving: np.ndarray) -> np.ndarray:
         if self.moving_sigma:
@@ -358,54 +329,6 @@ class VoxelMorph(_LearnedRegistration):
 
     def train_config(self) -> dict[str, Any]:
         return {**super().train_config(), "moving_sigma": self.moving_sigma}
-
-
-@register_method("p2m+vm", kind="registration",
-                 reference="Zhong et al. 2024, Table 1 (P2M+VM): PAMRFuse+'s P2M, then VoxelMorph "
-                           "(Balakrishnan et al. 2019) between pseudo-MRI and MRI with local NCC")
-class P2MVoxelMorph(_LearnedRegistration):
-    """P2M then VoxelMorph: the PAT becomes a pseudo-MRI, registered mono-modally to the MRI.
-
-    The pseudo-MRI comes from the P2M generator of the shipped PAMRFuse+ weights (``p2m_preset``),
-    run at that preset's training resolution, which is also VoxelMorph's working size. The flow
-    found between pseudo-MRI and MRI (local NCC, 9×9) is applied to the PAT itself. The weights'
-    configuration records a digest of the P2M weights, so new PAMRFuse+ weights mean a new fit.
-    """
-
-    weights_name = "p2m_vm_phantom"
-
-    def __init__(self, loss: str = "ncc", p2m_preset: str = "lite", **kwargs: Any):
-        from pamrfuse.presets import get_config
-
-        self.p2m_preset = p2m_preset
-        self._generator = None
-        kwargs.setdefault("size", get_config(p2m_preset).size)
-        super().__init__(loss=loss, **kwargs)
-
-    def _p2m_weights(self) -> Path:
-        from pamrfuse.method import WEIGHTS_DIR as PAMRFUSE_WEIGHTS
-
-        path = PAMRFUSE_WEIGHTS / f"pamrfuse_{self.p2m_preset}.pt"
-        if not path.exists():
-            raise FileNotFoundError(f"p2m+vm needs the PAMRFuse+ {self.p2m_preset!r} weights for its P2M "
-                                    f"generator: {path} is missing (train them with `fusionbench fit pamrfuse+`)")
-        return path
-
-    def train_config(self) -> dict[str, Any]:
-        digest = hashlib.sha256(self._p2m_weights().read_bytes()).hexdigest()[:12]
-        return {**super().train_config(), "p2m_preset": self.p2m_preset, "p2m_weights": digest}
-
-    def needs_training(self, cases: Sequence[Any]) -> bool:
-        return super().needs_training(cases) or self.provenance.get("config") != self.train_config()
-
-    def network_input(self, moving: np.ndarray) -> np.ndarray:
-        from pamrfuse.method import load_shipped_model
-        from pamrfuse.p2m import translate
-
-        if self._generator is None:
-            self._p2m_weights()
-            self._generator = load_shipped_model(self.p2m_preset).p2m.g_pm
-        return translate(super().network_input(moving), self._generator, device=self.device)
 
 
 def parameter_count(module: nn.Module) -> int:
@@ -431,6 +354,6 @@ def expected_vxm_parameters(enc=(16, 32, 32, 32), dec=(32, 32, 32, 32), final=(3
     return total + conv(prev, 2)
 
 
-__all__ = ["VxmDense", "VxmUNet", "VoxelMorph", "P2MVoxelMorph", "gradient_loss", "local_ncc_loss", "parzen_mi_loss",
+__all__ = ["VxmDense", "VxmUNet", "VoxelMorph", "LearnedRegistration", "gradient_loss", "local_ncc_loss", "parzen_mi_loss",
            "similarity_loss", "expected_vxm_parameters",
            "parameter_count"]

@@ -1,0 +1,241 @@
+"""The trainable-weights protocol: one cache key, one weights folder, one provenance record.
+
+A trainable method (``trainable = True``) implements four things and nothing about caching:
+
+``train_config() -> dict``
+    Everything that changes its trained weights besides the data: training settings, seed,
+    architecture options and a code ``"version"`` that is bumped when the network or the loss
+    changes, and the identity of any weights it builds on (e.g. another method's shipped file).
+``fit(cases, workdir) -> dict``
+    Train on ``cases`` (the train split), keeping checkpoints in ``workdir`` so a killed fit
+    resumes; returns the metrics at training time (losses, validation scores) for the record.
+``save_weights(folder)`` / ``load_weights(folder)``
+    Write / read the weight files of the method into / from a folder.
+``shipped_weights() -> Path | None``
+    The folder of the weights shipped with the plugin (``None`` when it ships none).
+
+Everything else lives here. A weights folder holds the method's files and ``provenance.json``
+(:func:`provenance_record`): the method, its ``train_config``, the fingerprint of the training
+data, the metrics at training time, a digest of the weight files and the versions that made them.
+Fitted weights are cached under ``ROOT/METHOD/KEY/`` with ``KEY`` = :func:`weights_key` of the
+method name, its ``train_config`` and the data fingerprint, so a version bump or any changed
+training setting is a new key: nothing stale is ever loaded. Shipped weights count for a dataset
+exactly when their provenance names the same ``train_config`` and data fingerprint.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+__all__ = ["PROVENANCE_FILE", "WeightsError", "data_fingerprint", "canonical", "weights_key",
+           "weights_root", "cache_folder", "weights_digest", "weights_note", "read_provenance", "provenance_record", "load_into",
+           "shipped_state", "prepare_weights", "ship_weights"]
+
+PROVENANCE_FILE = "provenance.json"
+
+
+def weights_note(record: dict[str, Any]) -> str:
+    """One short line for tables: what the weights were trained on and their digest."""
+    if not record:
+        return "untrained"
+    data = record.get("data", {})
+    return f"trained on {data.get('description') or data.get('fingerprint', '?')} [{record.get('weights_sha256', '?')[:8]}]"
+
+
+class WeightsError(RuntimeError):
+    """A weights folder is missing, incomplete or does not fit the method; the message says which."""
+
+
+def canonical(obj: Any) -> Any:
+    """``obj`` as JSON reads it back (tuples become lists, keys strings), so configs compare equal
+    whether they come from a live method or from a provenance file."""
+    return json.loads(json.dumps(obj, sort_keys=True, default=repr))
+
+
+def data_fingerprint(cases: Sequence[Any]) -> str:
+    """Content hash of training cases (ids and the float32 pixels of PAT and MRI), 16 hex digits.
+
+    Two datasets that render the same cases get the same fingerprint, whatever their spec, folder
+    or file times: it names what the weights saw, not where it came from.
+    """
+    h = hashlib.sha256()
+    for case in cases:
+        h.update(str(case.id).encode())
+        h.update(np.ascontiguousarray(case.pat, dtype=np.float32).tobytes())
+        h.update(np.ascontiguousarray(case.mri, dtype=np.float32).tobytes())
+    return h.hexdigest()[:16]
+
+
+def weights_key(name: str, train_config: dict[str, Any], fingerprint: str) -> str:
+    """The cache key of a method's weights: its name, ``train_config`` and data fingerprint."""
+    payload = json.dumps({"method": name.lower(), "train_config": canonical(train_config),
+                          "data": fingerprint}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def weights_root(cache_dir: str | Path | None = None) -> Path:
+    """Where fitted weights are cached: ``cache_dir``, else ``weights/`` under the user cache
+    (``$FUSIONBENCH_CACHE`` or ``~/.cache/fusionbench``), shared by ``fusionbench fit``, every run
+    and the task step."""
+    from .data.cache import default_cache_dir
+
+    return Path(cache_dir) if cache_dir is not None else default_cache_dir() / "weights"
+
+
+def cache_folder(name: str, method, fingerprint: str, cache_dir: str | Path | None = None) -> Path:
+    """The cache folder of a method's fit on data with ``fingerprint``: its ``weights/`` holds the
+    weights once complete, its ``work/`` the checkpoints of a fit in progress."""
+    return weights_root(cache_dir) / name.lower() / weights_key(name, method.train_config(), fingerprint)
+
+
+def weights_digest(folder: str | Path) -> str:
+    """SHA-256 (16 hex digits) over the names and bytes of a folder's weight files."""
+    h = hashlib.sha256()
+    files = sorted(p for p in Path(folder).iterdir() if p.is_file() and p.name != PROVENANCE_FILE)
+    for p in files:
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def read_provenance(folder: str | Path) -> dict[str, Any]:
+    """The provenance record of a weights folder; :class:`WeightsError` if there is none."""
+    path = Path(folder) / PROVENANCE_FILE
+    try:
+        return json.loads(path.read_text())
+    except OSError:
+        raise WeightsError(f"{folder}: not a weights folder (no {PROVENANCE_FILE})") from None
+    except ValueError as exc:
+        raise WeightsError(f"{path}: unreadable provenance ({exc})") from None
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+    import platform
+
+    out = {"python": platform.python_version()}
+    for pkg in ("fusionbench", "torch", "numpy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def provenance_record(name: str, method, fingerprint: str, *, data: str = "", metrics: dict | None = None,
+                      seconds: float | None = None, folder: str | Path | None = None) -> dict[str, Any]:
+    """The provenance of weights ``method`` holds after a fit on data with ``fingerprint``."""
+    record = {"method": name.lower(), "train_config": canonical(method.train_config()),
+              "data": {"fingerprint": fingerprint, "description": data},
+              "metrics": canonical(metrics or {}), "train_seconds": None if seconds is None else round(seconds, 1),
+              "device": str(getattr(method, "device", "cpu")), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "versions": _versions()}
+    if folder is not None:
+        record["weights_sha256"] = weights_digest(folder)
+    return record
+
+
+def load_into(method, folder: str | Path, *, check_config: bool = True) -> dict[str, Any]:
+    """Load a weights folder into ``method`` and set ``method.provenance``; returns the record.
+
+    With ``check_config`` the record's ``train_config`` must equal the method's: weights trained
+    with other settings (or another code version) are refused instead of silently used.
+    """
+    folder = Path(folder)
+    record = read_provenance(folder)
+    if check_config and canonical(method.train_config()) != record.get("train_config"):
+        raise WeightsError(f"{folder}: weights were trained with another train_config than "
+                           f"{getattr(method, 'name', type(method).__name__)}'s current one")
+    method.load_weights(folder)
+    method.provenance = record
+    return record
+
+
+def shipped_state(method, fingerprint: str | None = None) -> str:
+    """How the method's shipped weights stand: ``"none"`` (it ships none), ``"stale"`` (trained
+    with another ``train_config``: retrain them), ``"other-data"`` (right config, trained on other
+    data than ``fingerprint``) or ``"match"``."""
+    folder = method.shipped_weights() if hasattr(method, "shipped_weights") else None
+    if folder is None or not (Path(folder) / PROVENANCE_FILE).is_file():
+        return "none"
+    record = read_provenance(folder)
+    if record.get("train_config") != canonical(method.train_config()):
+        return "stale"
+    if fingerprint is not None and record.get("data", {}).get("fingerprint") != fingerprint:
+        return "other-data"
+    return "match"
+
+
+def _fit_into(name: str, method, cases, folder: Path, fingerprint: str, data: str, log) -> None:
+    work = folder / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    if log:
+        log(f"fitting {name} on {data or 'the train split'} ({len(cases)} cases; cache {folder})")
+    t0 = time.perf_counter()
+    metrics = method.fit(cases, work) or {}
+    seconds = time.perf_counter() - t0
+    staging = folder / f"weights.tmp{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    method.save_weights(staging)
+    record = provenance_record(name, method, fingerprint, data=data, metrics=metrics, seconds=seconds,
+                               folder=staging)
+    (staging / PROVENANCE_FILE).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    final = folder / "weights"
+    shutil.rmtree(final, ignore_errors=True)
+    staging.replace(final)  # the provenance file inside marks the folder complete
+
+
+def prepare_weights(name: str, method, train_cases: Sequence[Any] | Callable[[], Sequence[Any]], *,
+                    cache_dir: str | Path | None = None, allow_fit: bool = False, data: str = "",
+                    log: Callable[[str], None] | None = None) -> str:
+    """Give a trainable ``method`` the weights for ``train_cases``: shipped, cached or fitted.
+
+    Shipped weights are used when their provenance matches the method's ``train_config`` and the
+    data; else a cached fit under :func:`weights_root` with the same :func:`weights_key`; else,
+    with ``allow_fit``, the method is fitted now (checkpoints in the cache folder's ``work/``, so
+    an interrupted fit resumes) and cached. Without ``allow_fit`` the method is left as it is and
+    ``"untrained"`` comes back; else ``"shipped"``, ``"cached"`` or ``"fitted"``. ``train_cases`` may be a callable, called only when needed.
+    """
+    cases = train_cases() if callable(train_cases) else train_cases
+    fingerprint = data_fingerprint(cases)
+    if shipped_state(method, fingerprint) == "match":
+        load_into(method, method.shipped_weights())
+        return "shipped"
+    folder = cache_folder(name, method, fingerprint, cache_dir)
+    if (folder / "weights" / PROVENANCE_FILE).is_file():
+        load_into(method, folder / "weights")
+        return "cached"
+    if not allow_fit:
+        return "untrained"
+    if not cases:
+        raise WeightsError(f"{name}: the dataset has no training cases to fit on")
+    _fit_into(name, method, cases, folder, fingerprint, data, log)
+    load_into(method, folder / "weights")
+    return "fitted"
+
+
+def ship_weights(method, folder: str | Path) -> Path:
+    """Copy a weights folder (with its provenance) to the method's shipped location and return it.
+
+    The maintainers' way to re-ship weights after ``fusionbench fit METHOD --ship``: the copy is
+    checked to load into ``method`` under its current ``train_config``.
+    """
+    target = method.shipped_weights() if hasattr(method, "shipped_weights") else None
+    if target is None:
+        raise WeightsError(f"{getattr(method, 'name', type(method).__name__)} ships no weights")
+    target = Path(target)
+    staging = target.with_name(target.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(folder, staging, ignore=shutil.ignore_patterns("work"))
+    shutil.rmtree(target, ignore_errors=True)
+    staging.replace(target)
+    load_into(method, target)
+    return target
