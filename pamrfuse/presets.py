@@ -48,20 +48,11 @@ class PAMRFuseConfig:
     lambda_gan: float = 1.0
     lambda_rev: float = 0.2
     lambda_pix: float = 8.0
-    # UMF-CMGR's smoothness (L2, weight 10), not the paper's (L1, weight 10): with the paper's form
-    # the phantom's true deformation costs more than no deformation at all, even against a perfect
-    # pseudo-MRI (loss 0.57 vs 0.21 at 128², 16 test pairs); with L2 weight 1, 0.06 vs 0.21. Weight 10
-    # rather than the released code's 1: a fresh MLR alone (600 steps, 128², 12 validation pairs,
-    # 2.78 px unregistered) learns the true field as well against a perfect pseudo-MRI (2.00 vs
-    # 2.02 px) and stays near the anatomy against the lite pseudo-MRI (2.77 vs 5.20 px)
-    # (scripts/pamrfuse_diagnostics.py --train-mlr 600).
+    # UMF-CMGR's L2 x10: favours the true field over none and keeps MLR on the anatomy (docs/pamrfuse.md)
     lambda_sm: float = 10.0
     smooth_penalty: str = "l2"
     reg_vgg: bool = True
-    # Stage I: does L_reg reach P2M through the pseudo-MRI (spec §7 item 1)? Off by default: the
-    # loss is unchanged when P2M shifts its output and MLR shifts the MRI alike, and jointly trained
-    # they drift together (lite, phantom: pseudo-MRI displaced by about (+5, -1.5) px at 128² from
-    # the anatomy, MLR flows biased by (-6, +3) px at 256², endpoint error 7.0 px vs 2.8 unregistered).
+    # L_reg reaches P2M in stage I (spec §7 item 1)? No: P2M and MLR drift off together (docs/pamrfuse.md)
     reg_to_p2m: bool = False
     mu_ssim: float = 5.0
     alpha1: float = 1.0
@@ -124,10 +115,7 @@ class PAMRFuseConfig:
 
 PRESETS: dict[str, PAMRFuseConfig] = {
     "paper": PAMRFuseConfig(),
-    # Reduced widths/depths for 2 CPU cores at 128² (arithmetic in train.py's module docstring).
-    # The released code's P2M objective: in this budget the paper's gives a pseudo-MRI that an affine
-    # fit of the MRI to it misplaces by 5.04 px vs 2.78 unregistered, the code's 2.89 px
-    # (scripts/pamrfuse_diagnostics.py, 12 validation pairs).
+    # Sized for 2 CPU cores; the code's P2M objective places the MRI better in this budget (docs/pamrfuse.md).
     "lite": PAMRFuseConfig(preset="lite", size=128, ngf=16, n_res_blocks=4, ndf=16, pool_size=20,
                            dim=16, heads=2, enc_blocks=1, dec_blocks=1, detail_layers=2,
                            pst_taps=3, reg_vgg=False, p2m_loss="code", epochs_stage1=20, epochs_stage2=8, batch=2, lr_step=8, steps_per_epoch=50),
