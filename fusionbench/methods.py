@@ -219,7 +219,6 @@ def load_plugins(force: bool = False) -> None:
     if _PLUGINS_LOADED and not force:
         return
     _PLUGINS_LOADED = True
-    import_module("fusionbench.reference_methods")
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             obj = ep.load()
