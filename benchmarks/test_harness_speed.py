@@ -6,8 +6,9 @@ record, i.e. what the harness adds (loading cached data, pickling, writing PNG/N
 assembling results.csv). Target: under 5 % of the run for classic methods. Reported in
 ``extra_info`` (``overhead_fraction``, ``overhead_per_case_s``).
 
-``test_default_run_all``: ``fusionbench run --methods all`` on the default phantom set, as a user
-would start it. It takes long; it runs only with ``FUSIONBENCH_FULL_BENCH=1``.
+``test_main_job_on_a_fresh_machine``: ``fusionbench run --methods all --jobs 2`` on the default
+phantom set with an empty cache, as a fresh clone runs the main job; it must train nothing. It takes
+minutes; it runs only with ``FUSIONBENCH_FULL_BENCH=1``.
 
     .venv/bin/pytest benchmarks/test_harness_speed.py --benchmark-only -s
 """
@@ -54,12 +55,18 @@ def test_harness_overhead(benchmark, tmp_path, warm_cache):
 
 
 @pytest.mark.skipif(os.environ.get("FUSIONBENCH_FULL_BENCH") != "1", reason="set FUSIONBENCH_FULL_BENCH=1")
-def test_default_run_all(benchmark, tmp_path):
+def test_main_job_on_a_fresh_machine(benchmark, tmp_path):
+    """The main job as a fresh clone runs it: empty cache (the phantom is generated, nothing is
+    trained: every trainable method has shipped weights for the phantom), two worker processes."""
     cmd = [sys.executable, "-m", "fusionbench.cli", "run", "--methods", "all", "--dataset", "phantom",
-           "--out", str(tmp_path / "all")]
+           "--jobs", "2", "--out", str(tmp_path / "all")]
+    env = {**os.environ, "FUSIONBENCH_CACHE": str(tmp_path / "cache")}
 
     def full():
-        return subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+        return subprocess.run(cmd, capture_output=True, text=True, env=env,
+                              cwd=Path(__file__).resolve().parents[1])
 
     result = benchmark.pedantic(full, rounds=1, iterations=1)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "fitting" not in result.stdout and "untrained" not in result.stdout, result.stdout[-3000:]
+    assert not (tmp_path / "cache" / "weights").exists()  # no fit was cached either

@@ -1,13 +1,13 @@
 """Do the shipped deep-baseline weights fuse better than the same networks at random initialisation?
 
-For each deep fusion method (``scripts/train_deep_baselines.py``'s list, plus VGGML, which trains
+For each deep fusion method (every trainable registered method of a deep kind, plus VGGML, which trains
 nothing and uses ImageNet VGG-16 features) it fuses every pair of a phantom split twice, with the
 shipped weights (VGGML: the ImageNet VGG) and with the seeded random initialisation the training
 started from (VGGML: a seeded random VGG-16), and prints SSIM and Qabf (``fusionbench.metrics.fusion``, paper
 conventions): means and on how many pairs the shipped weights score higher. The pairs are fused
 as they come (unregistered), the same input for both weight sets. ``--csv`` keeps the per-pair values.
 
-``--why`` instead prints what lies behind the two methods whose trained weights do not win (README):
+``--why`` instead prints what lies behind the two methods whose trained weights do not win (docs/results.md):
 how decisive CNN's focus map is, and how closely VGGML's detail weights follow the sources' local
 detail energy, with trained and with random weights.
 
@@ -24,13 +24,13 @@ import numpy as np
 #: The two arms, trained and random, as method settings; the default for the trainable methods.
 ARMS = {"vggml": {"trained": {"vgg": "imagenet"}, "random": {"vgg": "random"}}}
 DEFAULT_ARMS = {"trained": {"weights": "shipped"}, "random": {"weights": "random"}}
-#: Registry kinds of the deep fusion methods (as ``scripts/train_deep_baselines.py``).
+#: Registry kinds of the deep fusion methods (the ones `fusionbench fit METHOD --ship` trains).
 DEEP_KINDS = ("cnn", "gan", "transformer")
 
 
 def trainable_deep_methods() -> list[str]:
     """Registered deep fusion methods with trainable weights (those that declare ``train_config``):
-    ``scripts/train_deep_baselines.py``'s list."""
+    every trainable registered method of a deep kind."""
     from fusionbench.methods import get_method_info, list_methods
 
     infos = {name: get_method_info(name) for name in list_methods(role="fusion")}
