@@ -392,7 +392,7 @@ class ContourSegmenter:
         """Train the learned cost on (image, body mask) pairs; no-op for the hand-made cost."""
         if self.cost == "hand":
             return self
-        from .organs import train_unet
+        from .organ_unet import train_unet
 
         if len(images) != len(masks) or not images:
             raise ValueError(f"fit: need as many masks as images (>= 1), got {len(images)} and {len(masks)}")
@@ -405,7 +405,7 @@ class ContourSegmenter:
         """Body probability map of the learned cost, float32 (H, W)."""
         if self.model is None:
             raise RuntimeError("ContourSegmenter(cost='learned') must be fitted before use")
-        from .organs import predict_proba
+        from .organ_unet import predict_proba
 
         return predict_proba(self.model, [image])[0][1]
 

@@ -1,16 +1,20 @@
-"""Scoring of the organ predictions (paper Table 4): per-image DSC and instance counts.
+"""Scoring of the organ predictions (paper Table 4): per-image DSC and instance counts, as result rows.
 
 * per test image and organ, the DSC (percent) of the predicted and reference masks; ``body`` is
   the whole animal (label > 0), as the paper's body annotation, the other columns one label each;
-* an organ's mean DSC is taken over the test images whose reference holds it (``over=
-  "either"``: also those where only the prediction does, counting 0); it is "/" when the model
-  never predicts it on those images, or it never occurs in the reference, as the paper prints
-  "/"; images where the organ is predicted but absent are counted separately;
+* an organ's DSC rows are those of the test images whose reference holds it, the convention of
+  per-organ Dice in the segmentation literature (MONAI ``DiceMetric(ignore_empty=True)``), so
+  Table 4's mean is the plain mean of the rows; an organ predicted on an image that does not hold
+  it is counted separately (``ORGAN.false_pos``), so a few stray pixels on the many slices
+  without, say, a brain do not swamp the segmentation score; the table prints "/" where the model
+  never predicts the organ on an image that holds it (``ORGAN.detected`` all 0) or it never occurs
+  in the reference, as the paper prints "/";
 * instances: 8-connected components of at least ``min_instance_px`` pixels per organ, counted in
   prediction and reference.
 """
 from __future__ import annotations
 
+from time import perf_counter
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -19,11 +23,13 @@ from scipy import ndimage as ndi
 from fusionbench.data import ORGAN_IDS
 from fusionbench.data.io import ImageError
 
-__all__ = ["TABLE4_ORGANS", "count_instances", "score_organs", "organ_table"]
+__all__ = ["TABLE4_ORGANS", "GROUP", "count_instances", "score_organs", "organ_rows"]
 
 #: Table 4 columns: body (the whole animal) and the eight organs the paper annotates.
 TABLE4_ORGANS: tuple[str, ...] = ("body", "brain", "lung", "heart", "intestines", "kidneys", "spleen",
                                   "spine", "tumour")
+#: The ``group`` of the organ task's result rows.
+GROUP = "organs"
 
 
 def _organ_mask(label_map: np.ndarray, organ: str) -> np.ndarray:
@@ -51,7 +57,8 @@ def score_organs(pred_maps: Sequence, ref_maps: Sequence, *, organs: Sequence[st
     Returns
     -------
     list of dict
-        Keys ``case, organ, dsc, in_pred, in_ref, n_pred, n_ref``.
+        Keys ``case, organ, dsc, in_pred, in_ref, n_pred, n_ref`` and ``seconds``, what computing
+        ``dsc``, ``n_pred`` and ``n_ref`` cost (a dict with those keys).
     """
     from fusionbench.metrics.segmentation import dsc
 
@@ -64,69 +71,42 @@ def score_organs(pred_maps: Sequence, ref_maps: Sequence, *, organs: Sequence[st
         if pred.shape != ref.shape:
             raise ImageError(f"{cid}: prediction shape {pred.shape} differs from reference {ref.shape}")
         for organ in organs:
+            row: dict[str, Any] = {"case": cid, "organ": organ}
+            seconds = {}
+            t0 = perf_counter()
             p, r = _organ_mask(pred, organ), _organ_mask(ref, organ)
-            in_pred, in_ref = bool(p.any()), bool(r.any())
-            rows.append({"case": cid, "organ": organ,
-                         "dsc": dsc(p, r) if (in_pred or in_ref) else float("nan"),
-                         "in_pred": in_pred, "in_ref": in_ref,
-                         "n_pred": count_instances(pred, organ, min_instance_px=min_instance_px),
-                         "n_ref": count_instances(ref, organ, min_instance_px=min_instance_px)})
+            row["in_pred"], row["in_ref"] = bool(p.any()), bool(r.any())
+            row["dsc"] = dsc(p, r) if (row["in_pred"] or row["in_ref"]) else float("nan")
+            seconds["dsc"] = perf_counter() - t0
+            for key, labels in (("n_pred", pred), ("n_ref", ref)):
+                t0 = perf_counter()
+                row[key] = count_instances(labels, organ, min_instance_px=min_instance_px)
+                seconds[key] = perf_counter() - t0
+            rows.append({**row, "seconds": seconds})
     return rows
 
 
-def organ_table(rows_by_source: Mapping[str, Sequence[Mapping[str, Any]]],
-                organs: Sequence[str] = TABLE4_ORGANS, *, over: str = "reference"):
-    """Table 4: mean DSC per (source, organ), ``nan`` for "/", plus instance and false-positive counts.
+def organ_rows(source: str, scores: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Result rows (the core's long form, group :data:`GROUP`) of one source's :func:`score_organs` rows.
 
-    Parameters
-    ----------
-    rows_by_source : mapping source -> rows of :func:`score_organs`
-    organs : the columns
-    over : {"reference", "either"}
-        Which test images an organ's mean is taken over. ``"reference"`` (default): those whose
-        reference holds the organ, the convention of per-organ Dice in the segmentation
-        literature (MONAI ``DiceMetric(ignore_empty=True)``); an organ predicted on a slice that
-        does not hold it is counted separately (``false_pos_images``), so a few stray pixels on
-        the many slices without, say, a brain do not swamp the segmentation score. ``"either"``:
-        those where it is in the reference or the prediction (a hallucinated organ is a 0 in the
-        mean, as nnU-Net's evaluation counts it).
+    Per test image and organ (``ORGAN`` is its name, e.g. ``kidneys``):
 
-    Returns
-    -------
-    dsc : pandas.DataFrame
-        Sources x organs, mean DSC (percent); ``nan`` ("/") if the organ never occurs in the
-        reference, or the model never predicts it on an image that holds it (``"reference"``) or
-        anywhere (``"either"``).
-    instances : pandas.DataFrame
-        Sources x (organ, "pred" / "ref" / "false_pos_images"): total instance counts over the
-        test split and the number of images where the organ is predicted but absent.
+    * ``ORGAN``: the DSC (percent), on the images whose reference holds the organ;
+    * ``ORGAN.detected``: 1 where the organ is predicted, else 0, on the same images;
+    * ``ORGAN.false_pos``: 1 where the organ is predicted, else 0, on the images whose reference
+      does not hold it (the mean is the image-level false-positive rate);
+    * ``ORGAN.n_pred``, ``ORGAN.n_ref``: instance counts in prediction and reference, every image.
+
+    ``seconds`` is what computing the value cost (0 for the two flags, read off the DSC's masks).
     """
-    import pandas as pd
-
-    if over not in ("reference", "either"):
-        raise ValueError(f"over must be 'reference' or 'either', got {over!r}")
-    dsc_rows, inst_rows = {}, {}
-    for source, rows in rows_by_source.items():
-        frame = pd.DataFrame(list(rows))
-        means, inst = {}, {}
-        for organ in organs:
-            sub = frame[frame["organ"] == organ] if not frame.empty else frame
-            if sub.empty:
-                means[organ] = float("nan")
-                inst.update({(organ, "pred"): 0, (organ, "ref"): 0, (organ, "false_pos_images"): 0})
-                continue
-            if over == "reference":
-                sub_mean = sub[sub["in_ref"]]
-                never = not (sub["in_ref"] & sub["in_pred"]).any()
-            else:
-                sub_mean = sub
-                never = not sub["in_pred"].any() or not sub["in_ref"].any()
-            means[organ] = float("nan") if never else float(sub_mean["dsc"].dropna().mean())
-            inst[(organ, "pred")] = int(sub["n_pred"].sum())
-            inst[(organ, "ref")] = int(sub["n_ref"].sum())
-            inst[(organ, "false_pos_images")] = int((sub["in_pred"] & ~sub["in_ref"]).sum())
-        dsc_rows[source], inst_rows[source] = means, inst
-    dsc_frame = pd.DataFrame.from_dict(dsc_rows, orient="index").reindex(columns=list(organs))
-    inst_frame = pd.DataFrame.from_dict(inst_rows, orient="index")
-    inst_frame.columns = pd.MultiIndex.from_tuples(inst_frame.columns, names=["organ", "count"])
-    return dsc_frame, inst_frame
+    out = []
+    for s in scores:
+        organ, cost = s["organ"], s.get("seconds", {})
+        if s["in_ref"]:
+            values = [(organ, s["dsc"], cost.get("dsc", 0.0)), (f"{organ}.detected", s["in_pred"], 0.0)]
+        else:
+            values = [(f"{organ}.false_pos", s["in_pred"], 0.0)]
+        values += [(f"{organ}.{key}", s[key], cost.get(key, 0.0)) for key in ("n_pred", "n_ref")]
+        out += [{"method": source, "case": s["case"], "group": GROUP, "metric": metric, "value": float(value),
+                 "seconds": float(seconds)} for metric, value, seconds in values]
+    return out

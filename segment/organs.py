@@ -19,17 +19,17 @@ The organ task's public names, from the modules that hold one idea each:
   save with its record, load, predict);
 * :mod:`segment.organ_training`: one model per source with the same configuration
   (:func:`train_sources`: reuse of saved models, worker processes, Dask);
-* :mod:`segment.organ_scoring`: per-image DSC and instance counts (:func:`score_organs`) and the
-  Table 4 aggregation.
+* :mod:`segment.organ_scoring`: per-image DSC and instance counts (:func:`score_organs`) as the
+  core's long-form result rows (:func:`organ_rows`); Table 4 is :func:`segment.report.organ_table`.
 """
 from __future__ import annotations
 
 from .organ_data import centre_window, class_weights
 from .organ_model import PRESETS, OrganModel, training_config
-from .organ_scoring import TABLE4_ORGANS, count_instances, organ_table, score_organs
+from .organ_scoring import TABLE4_ORGANS, count_instances, organ_rows, score_organs
 from .organ_training import train_sources
 from .organ_unet import predict_proba, train_unet
 
 __all__ = ["PRESETS", "TABLE4_ORGANS", "OrganModel", "train_unet", "predict_proba", "count_instances",
-           "score_organs", "organ_table", "train_sources", "training_config", "class_weights",
+           "score_organs", "organ_rows", "train_sources", "training_config", "class_weights",
            "centre_window"]

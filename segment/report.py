@@ -1,97 +1,137 @@
-"""Tables (CSV, LaTeX, Markdown) and the overlay figure of the segmentation tasks (Tables 3 and 4).
+"""Result rows, tables (CSV, LaTeX, Markdown) and the overlay figure of the segmentation tasks (Tables 3 and 4).
 
-The contour table reuses :mod:`fusionbench.report.tables` (``mean ± std``, best in bold, arrows).
-The organ table follows the paper's Table 4 layout: one mean DSC per cell, "/" where an organ is
-never found, best per column in bold; instance counts go to a second table.
+Rows have the core's long form (:data:`fusionbench.results.COLUMNS`): ``method`` is the image
+source (PAT, MRI or a fusion method), ``group`` the task (``contour`` or ``organs``), one row per
+test image and metric, ``seconds`` what computing the value cost. :func:`write_results` records
+them in case files ``RUN/segment/cases/SOURCE/CASE.json`` (the runner's format) and assembles
+``RUN/segment/results.csv`` with :func:`fusionbench.results.assemble`, so
+:func:`fusionbench.results.load_results` reads them back. The metrics:
+
+* ``contour``: ``dsc`` and ``iou`` (percent), ``hausdorff`` and ``msd`` (mm where the dataset gives
+  the pixel size, else pixels; ``inf`` where the contour is empty) of the body mask;
+* ``organs``: per organ its DSC and detection, false-positive and instance counts
+  (:func:`segment.organ_scoring.organ_rows`).
+
+The tables are built from those rows by :mod:`fusionbench.report.tables`, the code of the fusion
+and registration tables: ``mean ± std`` over the test images (sample standard deviation), best
+mean per column in bold, direction arrows, the ``Avg. rank`` column, the same CSV/LaTeX/Markdown.
 """
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from fusionbench.data.io import atomic_write_bytes
+from fusionbench.report.tables import Table, build_table
+from fusionbench.results import COLUMNS, assemble, higher_is_better
 
-__all__ = ["contour_table", "write_contour_tables", "write_organ_tables", "overlay_figure"]
+from .organ_scoring import GROUP as ORGAN_GROUP, TABLE4_ORGANS
 
-_CONTOUR_METRICS = {"dsc": ("DSC", True), "hausdorff": ("Haus", False), "iou": ("IoU", True),
-                    "msd": ("MSD", False)}
+__all__ = ["CONTOUR_GROUP", "CONTOUR_METRICS", "write_results", "contour_table", "organ_table", "overlay_figure"]
 
-
-def contour_table(frame: pd.DataFrame, sources: Sequence[str], unit: str = "px"):
-    """A :class:`fusionbench.report.tables.Table` of the contour rows (``source, case, metric, value``)."""
-    from fusionbench.report.tables import Table
-
-    finite = frame.replace([np.inf, -np.inf], np.nan)
-    grouped = finite.groupby(["source", "metric"])["value"]
-    cols = list(_CONTOUR_METRICS)
-    mean = grouped.mean().unstack("metric").reindex(index=list(sources), columns=cols)
-    std = grouped.std(ddof=0).unstack("metric").reindex(index=list(sources), columns=cols)
-    n = grouped.count().unstack("metric").reindex(index=list(sources), columns=cols)
-    labels = {k: v[0] + (f" ({unit})" if k in ("hausdorff", "msd") else "") for k, v in _CONTOUR_METRICS.items()}
-    return Table(title="Body-contour segmentation (paper Table 3)", mean=mean, std=std, n=n,
-                 higher={k: v[1] for k, v in _CONTOUR_METRICS.items()}, labels=labels,
-                 notes=["DSC and IoU in percent; Hausdorff and MSD in " + unit + ". Graph-search contour "
-                        "(segment.contour); PAT scored in its own frame against labels_pat, MRI and "
-                        "fused images against labels_mri."])
+#: The ``group`` of the contour task's result rows.
+CONTOUR_GROUP = "contour"
+#: Contour metrics: name in the rows -> name in :data:`fusionbench.metrics.METRICS` (group
+#: ``segmentation``), where the core finds their direction (DSC, IoU higher; distances lower).
+CONTOUR_METRICS = {"dsc": "DSC", "hausdorff": "Hausdorff", "iou": "IoU", "msd": "MSD"}
 
 
-def write_contour_tables(frame: pd.DataFrame, sources: Sequence[str], out_dir: Path, unit: str = "px") -> list[Path]:
-    """``contour.csv/.tex/.md`` in ``out_dir``."""
-    from fusionbench.report.tables import write_table
+def write_results(out_dir: str | Path, rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Record result rows in case files under ``out_dir/cases`` and assemble ``out_dir/results.csv``.
 
-    return write_table(contour_table(frame, sources, unit), Path(out_dir), "contour")
+    One file per (source, test image), ``cases/SOURCE/CASE.json``; the rows of the groups (tasks)
+    given replace that file's earlier rows of those groups, rows of other tasks stay. Returns every
+    row under ``out_dir`` (:func:`fusionbench.results.assemble`).
+    """
+    from fusionbench.runner import case_file
 
-
-def _organ_cells(dsc: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, set]]:
-    cells = dsc.map(lambda v: "/" if pd.isna(v) else f"{v:.2f}")
-    best = {c: set(dsc.index[np.isclose(dsc[c], dsc[c].max())]) for c in dsc.columns if dsc[c].notna().any()}
-    return cells, best
-
-
-def write_organ_tables(dsc: pd.DataFrame, instances: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """``organs.csv/.tex/.md`` (Table 4 layout) and ``organ_instances.csv``."""
     out_dir = Path(out_dir)
-    cells, best = _organ_cells(dsc)
-    head = ["Method"] + [c.capitalize() for c in dsc.columns]
-    csv = dsc.copy()
-    csv.index.name = "method"
-    texts = {".csv": csv.to_csv(na_rep="/", float_format="%.4f")}
-    md = ["### Multi-organ segmentation DSC (%) (paper Table 4)", "",
-          "| " + " | ".join(head) + " |", "|" + "|".join([":---"] + [":---:"] * len(dsc.columns)) + "|"]
-    tex = [r"\begin{table}[t]", r"\centering",
-           r"\caption{Multi-organ segmentation DSC (\%), mean over the test images that contain the organ; / = never found.}",
-           r"\label{tab:organs}", r"\begin{tabular}{l" + "c" * len(dsc.columns) + "}", r"\toprule",
-           " & ".join(head) + r" \\", r"\midrule"]
-    for src in dsc.index:
-        md_row, tex_row = [str(src).replace("|", r"\|")], [str(src).replace("_", r"\_")]
-        for c in dsc.columns:
-            text = cells.at[src, c]
-            bold = src in best.get(c, ())
-            md_row.append(f"**{text}**" if bold else text)
-            tex_row.append(rf"\textbf{{{text}}}" if bold else text)
-        md.append("| " + " | ".join(md_row) + " |")
-        tex.append(" & ".join(tex_row) + r" \\")
-    md += ["", "_Mean DSC over the test images whose reference contains the organ (images where it is "
-           "predicted but absent: `*_false_pos_images` in organ_instances.csv); / = never predicted on "
-           "those images (or it never occurs); body = the whole animal._"]
-    tex += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    texts[".md"] = "\n".join(md) + "\n"
-    texts[".tex"] = "\n".join(tex) + "\n"
-    paths = []
-    for suffix, text in texts.items():
-        path = out_dir / f"organs{suffix}"
-        atomic_write_bytes(path, text.encode())
-        paths.append(path)
-    inst = instances.copy()
-    inst.columns = [f"{o}_{k}" for o, k in inst.columns]
-    inst.index.name = "method"
-    path = out_dir / "organ_instances.csv"
-    atomic_write_bytes(path, inst.to_csv().encode())
-    paths.append(path)
-    return paths
+    by_case: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        missing = set(COLUMNS) - set(r)
+        if missing:
+            raise ValueError(f"result row {dict(r)} lacks {sorted(missing)}")
+        by_case.setdefault((str(r["method"]), str(r["case"])), []).append(
+            {"group": r["group"], "metric": r["metric"], "value": float(r["value"]), "seconds": float(r["seconds"])})
+    groups = {r["group"] for case_rows in by_case.values() for r in case_rows}
+    for (method, case), case_rows in by_case.items():
+        path = case_file(out_dir, method, case)
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            old = {}
+        kept = [r for r in old.get("rows", []) if r.get("group") not in groups] if old.get("status") == "ok" else []
+        record = {"method": method, "case": case, "role": "segment", "status": "ok", "rows": kept + case_rows}
+        atomic_write_bytes(path, (json.dumps(record, indent=1, sort_keys=True) + "\n").encode())
+    return assemble(out_dir)
+
+
+def _select(results: pd.DataFrame, group: str, sources: Sequence[str], cases: Sequence[str] | None) -> pd.DataFrame:
+    rows = results[(results["group"] == group) & results["method"].isin(list(sources))]
+    if cases is not None:
+        rows = rows[rows["case"].isin([str(c) for c in cases])]
+    return rows
+
+
+def _columns(table: Table, sources: Sequence[str], columns: Mapping[str, str], higher: Mapping[str, bool],
+             labels: Mapping[str, str]) -> Table:
+    """``table`` with one row per source and the ``columns`` (name in ``table`` -> shown name) in order."""
+    def pick(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.reindex(index=list(sources), columns=list(columns)).rename(columns=dict(columns))
+
+    rank = None if table.avg_rank is None else table.avg_rank.reindex(list(sources))
+    return replace(table, mean=pick(table.mean), std=pick(table.std), n=pick(table.n), avg_rank=rank,
+                   higher=dict(higher), labels=dict(labels))
+
+
+def contour_table(results: pd.DataFrame, sources: Sequence[str], unit: str = "px",
+                  cases: Sequence[str] | None = None) -> Table:
+    """Table 3 from the ``contour`` rows of ``results`` (the sources' ``cases``, default all).
+
+    A distance to an empty contour is infinite in the rows; the table's means are over the images
+    where it is finite.
+    """
+    rows = _select(results, CONTOUR_GROUP, sources, cases)
+    rows = rows.assign(value=rows["value"].replace([np.inf, -np.inf], np.nan))
+    # Under their names in the core's metric registry, so the core ranks the distances lower-is-better.
+    rows = rows.assign(group="segmentation", metric=rows["metric"].map(CONTOUR_METRICS))
+    table = build_table(rows, "segmentation", "Body-contour segmentation (paper Table 3)", list(sources), notes=[
+        "Mean ± std over the test images; DSC and IoU in percent, Hausdorff and MSD in " + unit + ". Graph-search "
+        "contour (segment.contour); PAT scored in its own frame against labels_pat, MRI and fused images "
+        "against labels_mri."])
+    labels = {"dsc": "DSC", "hausdorff": f"Haus ({unit})", "iou": "IoU", "msd": f"MSD ({unit})"}
+    return _columns(table, sources, {v: k for k, v in CONTOUR_METRICS.items()},
+                    {k: higher_is_better(v, "segmentation") for k, v in CONTOUR_METRICS.items()}, labels)
+
+
+def organ_table(results: pd.DataFrame, sources: Sequence[str], cases: Sequence[str] | None = None,
+                organs: Sequence[str] = TABLE4_ORGANS) -> Table:
+    """Table 4 from the ``organs`` rows of ``results``: mean DSC per source and organ.
+
+    A cell is empty (the paper's "/") where the organ never occurs in the reference or the model
+    never predicts it on an image that holds it (its ``ORGAN.detected`` rows are all 0); the
+    average rank still counts such an organ, at its mean DSC of 0.
+    """
+    rows = _select(results, ORGAN_GROUP, sources, cases)
+    table = build_table(rows[rows["metric"].isin(list(organs))], ORGAN_GROUP,
+                        "Multi-organ segmentation DSC (%) (paper Table 4)", list(sources), notes=[
+                            "Mean ± std of the DSC over the test images whose reference contains the organ; "
+                            "– = never predicted on those images, or never in the reference (the paper's /); "
+                            "body = the whole animal. Per image in results.csv: ORGAN.detected, ORGAN.false_pos "
+                            "(predicted where absent), ORGAN.n_pred and ORGAN.n_ref (instances)."])
+    detected = rows[rows["metric"].isin([f"{o}.detected" for o in organs])]
+    if not detected.empty:
+        found = detected.assign(metric=detected["metric"].str.removesuffix(".detected")).pivot_table(
+            index="method", columns="metric", values="value", aggfunc="max")
+        never = found.reindex(index=table.mean.index, columns=table.mean.columns) == 0
+        table = replace(table, mean=table.mean.mask(never), std=table.std.mask(never))
+    return _columns(table, sources, {o: o for o in organs}, {o: higher_is_better(o, ORGAN_GROUP) for o in organs},
+                    {o: o.capitalize() for o in organs})
 
 
 def overlay_figure(panels: Sequence[Mapping], out_path: Path, *, n_cols: int | None = None) -> Path:

@@ -15,9 +15,17 @@ with the run's registration method and fused by that method (``create_method(nam
 methods register and fuse themselves), with the fitted instances taken from the harness's fit
 cache. Fused training images are cached under ``RUN/segment/train_images/``.
 
-Outputs under ``RUN/segment/``: ``contour.{csv,tex,md}``, ``contour_rows.csv`` (per case),
-``organs.{csv,tex,md}``, ``organ_instances.csv``, ``organ_rows.csv``, ``overlay.png``, and the organ
-models with their training configurations in ``organ_models/SOURCE/``.
+Outputs under ``RUN/segment/``:
+
+* ``results.csv`` (and an empty ``failures.csv``): the result rows in the core's long form
+  (``method, case, group, metric, value, seconds``; ``method`` is the image source, ``group`` the
+  task, one row per test image and metric), assembled from ``cases/SOURCE/CASE.json``; read it
+  with :func:`fusionbench.results.load_results` (:mod:`segment.report` lists the metrics);
+* ``contour.{csv,tex,md}`` (Table 3) and ``organs.{csv,tex,md}`` (Table 4), made from those rows
+  by :mod:`fusionbench.report.tables` for the sources and test images of the last call;
+* ``overlay.png``; ``segment.json`` (tasks, preset, sources, cases, spacing, seconds);
+* the organ models with their training configurations in ``organ_models/SOURCE/`` and the fused
+  train images in ``train_images/METHOD/``.
 """
 from __future__ import annotations
 
@@ -27,14 +35,14 @@ from time import perf_counter
 from typing import Any, Sequence
 
 import numpy as np
-import pandas as pd
 
 from fusionbench.data.io import atomic_write_bytes, read_image, write_image
+from fusionbench.report.tables import write_table
 
 from .contour import ContourSegmenter
-from .organ_scoring import organ_table, score_organs
+from .organ_scoring import organ_rows, score_organs
 from .organ_training import train_sources
-from .report import overlay_figure, write_contour_tables, write_organ_tables
+from .report import CONTOUR_GROUP, contour_table, organ_table, overlay_figure, write_results
 
 __all__ = ["TASKS", "run_tasks", "source_images", "CONTOUR_PRESETS"]
 
@@ -126,17 +134,20 @@ def _spacing(cases) -> tuple[float, str]:
 
 
 def _contour_rows(source, segmenter, images, refs, cases, spacing) -> tuple[list[dict], list]:
+    """Result rows (group ``contour``) of one source's test images, and the segmentations."""
     from fusionbench.metrics.segmentation import dsc, hausdorff, iou, msd
 
+    metrics = (("dsc", dsc, {}), ("iou", iou, {}), ("hausdorff", hausdorff, {"spacing": spacing}),
+               ("msd", msd, {"spacing": spacing}))
     rows, results = [], []
     for img, ref, case in zip(images, refs, cases):
         res = segmenter.segment(img)
         body = np.asarray(ref) > 0
-        for name, fn in (("dsc", dsc), ("iou", iou)):
-            rows.append({"source": source, "case": case.id, "metric": name, "value": fn(res.mask, body)})
-        for name, fn in (("hausdorff", hausdorff), ("msd", msd)):
-            rows.append({"source": source, "case": case.id, "metric": name,
-                         "value": fn(res.mask, body, spacing=spacing)})
+        for name, fn, kwargs in metrics:
+            t0 = perf_counter()
+            value = fn(res.mask, body, **kwargs)
+            rows.append({"method": source, "case": case.id, "group": CONTOUR_GROUP, "metric": name,
+                         "value": value, "seconds": perf_counter() - t0})
         results.append(res)
     return rows, results
 
@@ -166,8 +177,9 @@ def run_tasks(run_dir, tasks: Sequence[str] = TASKS, preset: str = "quick", jobs
     Returns
     -------
     dict
-        ``{"sources": [...], "paths": [...], "seconds": {...}, "contour": DataFrame | None,
-        "organs": DataFrame | None}``.
+        ``{"sources": [...], "paths": [...], "seconds": {...}, "results": DataFrame, "contour": Table | None,
+        "organs": Table | None}``: ``results`` every row of ``RUN/segment/results.csv``, the tables
+        :class:`fusionbench.report.tables.Table` of this call's sources and test images.
     """
     from fusionbench.data.datasets import load_dataset
 
@@ -209,21 +221,16 @@ def run_tasks(run_dir, tasks: Sequence[str] = TASKS, preset: str = "quick", jobs
         train = source_images(run_dir, record, train_cases, "train", sources, log)
         seconds["train_images"] = perf_counter() - t0
     paths, result = [], {"sources": sources, "contour": None, "organs": None}
-    contour_results, organ_preds = {}, {}
+    contour_results, organ_preds, rows = {}, {}, []
 
     if "contour" in tasks:
         t0 = perf_counter()
-        rows = []
         for source in sources:
             seg = ContourSegmenter(**CONTOUR_PRESETS[preset])
             if seg.cost == "learned":
                 seg.fit(*train[source])
             r, contour_results[source] = _contour_rows(source, seg, *test[source], test_cases, spacing)
             rows += r
-        frame = pd.DataFrame(rows)
-        atomic_write_bytes(out_dir / "contour_rows.csv", frame.to_csv(index=False).encode())
-        paths += write_contour_tables(frame, sources, out_dir, unit)
-        result["contour"] = frame
         seconds["contour"] = perf_counter() - t0
 
     if "organs" in tasks:
@@ -231,17 +238,21 @@ def run_tasks(run_dir, tasks: Sequence[str] = TASKS, preset: str = "quick", jobs
         models = train_sources(train, out_dir / "organ_models", preset, jobs=jobs, scheduler=scheduler, log=log,
                                **(train_overrides or {}))
         seconds["organ_training"] = perf_counter() - t0
-        rows_by_source = {}
         for source in sources:
             images, refs = test[source]
             organ_preds[source] = models[source].predict(images)
-            rows_by_source[source] = score_organs(organ_preds[source], refs, case_ids=[c.id for c in test_cases])
-        dsc_frame, inst = organ_table(rows_by_source)
-        all_rows = pd.DataFrame([{"source": s, **r} for s, rows in rows_by_source.items() for r in rows])
-        atomic_write_bytes(out_dir / "organ_rows.csv", all_rows.to_csv(index=False).encode())
-        paths += write_organ_tables(dsc_frame, inst, out_dir)
-        result["organs"] = dsc_frame
+            rows += organ_rows(source, score_organs(organ_preds[source], refs, case_ids=[c.id for c in test_cases]))
         seconds["organs"] = perf_counter() - t0
+
+    results = write_results(out_dir, rows)
+    paths.append(out_dir / "results.csv")
+    case_ids = [c.id for c in test_cases]
+    if "contour" in tasks:
+        result["contour"] = contour_table(results, sources, unit, cases=case_ids)
+        paths += write_table(result["contour"], out_dir, "contour")
+    if "organs" in tasks:
+        result["organs"] = organ_table(results, sources, cases=case_ids)
+        paths += write_table(result["organs"], out_dir, "organs")
 
     panels = []
     for case_index in range(min(figure_cases, len(test_cases))):
@@ -257,6 +268,7 @@ def run_tasks(run_dir, tasks: Sequence[str] = TASKS, preset: str = "quick", jobs
     atomic_write_bytes(out_dir / "segment.json", (json.dumps(
         {"tasks": tasks, "preset": preset, "sources": sources, "cases": [c.id for c in test_cases],
          "spacing": spacing, "unit": unit, "seconds": seconds}, indent=1) + "\n").encode())
+    result["results"] = results
     result["paths"] = paths
     result["seconds"] = seconds
     return result

@@ -1,17 +1,20 @@
-"""Organ segmentation: metrics on hand-built masks, "/" rules, the training recipe on tiny data,
-identical per-source budgets."""
+"""Organ segmentation: metrics on hand-built masks, result rows, "/" rules, the training recipe on
+tiny data, identical per-source budgets."""
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fusionbench.data import ORGAN_IDS
 from fusionbench.data.io import ImageError
+from fusionbench.results import COLUMNS
 from segment.organ_data import centre_window, class_weights
 from segment.organ_model import PRESETS, OrganModel, training_config
-from segment.organ_scoring import count_instances, organ_table, score_organs
+from segment.organ_scoring import count_instances, organ_rows, score_organs
 from segment.organ_training import train_sources
 from segment.organ_unet import predict_proba, train_unet
+from segment.report import organ_table
 
 K, SP, LV = ORGAN_IDS["kidneys"], ORGAN_IDS["spleen"], ORGAN_IDS["liver"]
 
@@ -48,20 +51,49 @@ def test_hand_built_dsc_and_counts():
     assert np.isnan(rows["brain"]["dsc"])  # in neither map: not this slice
 
 
+def _results(scores_by_source):
+    """The long-form result rows of several sources' :func:`score_organs` rows."""
+    return pd.DataFrame([r for s, scores in scores_by_source.items() for r in organ_rows(s, scores)], columns=COLUMNS)
+
+
+def _sum(results, source, metric):
+    return results.loc[(results["method"] == source) & (results["metric"] == metric), "value"].sum()
+
+
+def test_organ_rows_are_the_core_long_form():
+    ref = _two_kidneys()
+    stray = ref.copy()
+    stray[30:33, 30:33] = SP  # a 9-pixel spleen where the reference has none
+    rows = organ_rows("PAT", score_organs([stray], [ref], organs=("kidneys", "spleen", "brain")))
+    assert all(list(r) == COLUMNS and r["group"] == "organs" and r["method"] == "PAT" and r["case"] == "0"
+               for r in rows)
+    by_metric = {r["metric"]: r["value"] for r in rows}
+    # Kidneys are in the reference: DSC and detection rows; spleen and brain are not: false positives.
+    assert by_metric == {"kidneys": 100.0, "kidneys.detected": 1.0, "kidneys.n_pred": 2.0, "kidneys.n_ref": 2.0,
+                         "spleen.false_pos": 1.0, "spleen.n_pred": 1.0, "spleen.n_ref": 0.0,
+                         "brain.false_pos": 0.0, "brain.n_pred": 0.0, "brain.n_ref": 0.0}
+    assert all(r["seconds"] >= 0 for r in rows)
+
+
 def test_organ_table_prints_slash_for_organs_never_found():
     ref = _two_kidneys()
     miss = ref.copy()
     miss[miss == K] = 1
-    rows = {"good": score_organs([ref, ref], [ref, ref], organs=("body", "kidneys", "brain")),
-            "blind": score_organs([miss, ref], [ref, ref], organs=("body", "kidneys", "brain"))}
-    dsc, inst = organ_table(rows, organs=("body", "kidneys", "brain"))
-    assert dsc.at["good", "kidneys"] == pytest.approx(100.0)
-    assert dsc.at["blind", "kidneys"] == pytest.approx(50.0)  # mean of 0 and 100
-    assert np.isnan(dsc.at["good", "brain"])                 # never in the reference: "/"
-    rows["never"] = score_organs([miss, miss], [ref, ref], organs=("body", "kidneys", "brain"))
-    dsc, inst = organ_table(rows, organs=("body", "kidneys", "brain"))
-    assert np.isnan(dsc.at["never", "kidneys"])               # never predicted: "/"
-    assert inst.at["good", ("kidneys", "ref")] == 4 and inst.at["never", ("kidneys", "pred")] == 0
+    organs = ("body", "kidneys", "brain")
+    scores = {"good": score_organs([ref, ref], [ref, ref], organs=organs),
+              "blind": score_organs([miss, ref], [ref, ref], organs=organs)}
+    table = organ_table(_results(scores), ["good", "blind"], organs=organs)
+    assert table.mean.at["good", "kidneys"] == pytest.approx(100.0)
+    assert table.mean.at["blind", "kidneys"] == pytest.approx(50.0)  # mean of 0 and 100
+    assert table.std.at["blind", "kidneys"] == pytest.approx(np.std([0, 100], ddof=1))
+    assert np.isnan(table.mean.at["good", "brain"])                 # never in the reference: "/"
+    scores["never"] = score_organs([miss, miss], [ref, ref], organs=organs)
+    results = _results(scores)
+    table = organ_table(results, ["good", "blind", "never"], organs=organs)
+    assert np.isnan(table.mean.at["never", "kidneys"])               # never predicted: "/" ...
+    assert table.avg_rank["never"] > table.avg_rank["blind"] > table.avg_rank["good"]  # ... ranked at DSC 0
+    assert table.columns == list(organs) and table.label("kidneys") == "Kidneys"
+    assert _sum(results, "good", "kidneys.n_ref") == 4 and _sum(results, "never", "kidneys.n_pred") == 0
 
 
 def test_organ_table_averages_over_images_holding_the_organ():
@@ -70,19 +102,15 @@ def test_organ_table_averages_over_images_holding_the_organ():
     no_kidney[no_kidney == K] = 1
     stray = no_kidney.copy()
     stray[30, 30] = K  # one hallucinated kidney pixel on a slice without kidneys
-    rows = {"s": score_organs([ref, stray, stray], [ref, no_kidney, no_kidney], organs=("kidneys",))}
-    by_ref, inst = organ_table(rows, organs=("kidneys",))
-    assert by_ref.at["s", "kidneys"] == pytest.approx(100.0)      # the one slice that holds kidneys
-    assert inst.at["s", ("kidneys", "false_pos_images")] == 2     # the strays are counted, not averaged
-    either, _ = organ_table(rows, organs=("kidneys",), over="either")
-    assert either.at["s", "kidneys"] == pytest.approx(100.0 / 3)  # 100, 0, 0
-    # Predicted only where absent: "/" over the reference images, 0 over either.
-    rows = {"s": score_organs([stray], [no_kidney], organs=("kidneys",)) +
-            score_organs([no_kidney], [ref], organs=("kidneys",), case_ids=["1"])}
-    assert np.isnan(organ_table(rows, organs=("kidneys",))[0].at["s", "kidneys"])
-    assert organ_table(rows, organs=("kidneys",), over="either")[0].at["s", "kidneys"] == 0.0
-    with pytest.raises(ValueError, match="over must be"):
-        organ_table(rows, over="pred")
+    results = _results({"s": score_organs([ref, stray, stray], [ref, no_kidney, no_kidney], organs=("kidneys",))})
+    table = organ_table(results, ["s"], organs=("kidneys",))
+    assert table.mean.at["s", "kidneys"] == pytest.approx(100.0)   # the one slice that holds kidneys
+    assert table.n.at["s", "kidneys"] == 1
+    assert _sum(results, "s", "kidneys.false_pos") == 2            # the strays are counted, not averaged
+    # Predicted only where absent: "/".
+    results = _results({"s": score_organs([stray], [no_kidney], organs=("kidneys",)) +
+                        score_organs([no_kidney], [ref], organs=("kidneys",), case_ids=["1"])})
+    assert np.isnan(organ_table(results, ["s"], organs=("kidneys",)).mean.at["s", "kidneys"])
 
 
 def test_score_organs_rejects_mismatched_inputs():

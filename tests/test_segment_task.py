@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from fusionbench.data import load_dataset, write_image
+from fusionbench.results import COLUMNS, load_results
 
 DATASET = "phantom:n=4,size=48,n_train_animals=2,n_val_animals=1"
 
@@ -33,14 +34,26 @@ def test_run_tasks_writes_tables_figure_and_identical_configs(run_dir):
     tiny = {"epochs": 1, "size": 32, "channels": (4, 8), "strides": (2,), "batch_size": 8}
     result = run_tasks(run_dir, tasks=("contour", "organs"), preset="quick", jobs=1, train_overrides=tiny)
     seg = run_dir / "segment"
-    for name in ("contour.csv", "contour.tex", "contour.md", "organs.csv", "organs.tex", "organs.md",
-                 "organ_instances.csv", "overlay.png"):
+    for name in ("results.csv", "failures.csv", "contour.csv", "contour.tex", "contour.md", "organs.csv",
+                 "organs.tex", "organs.md", "overlay.png"):
         assert (seg / name).exists(), name
     assert result["sources"] == ["PAT", "MRI", "average"]
     contour = pd.read_csv(seg / "contour.csv", index_col=0)
     assert list(contour.index) == ["PAT", "MRI", "average"]
     assert contour["dsc_mean"].between(50, 100).all()  # the hand-made contour finds the bodies
     assert "Body" in (seg / "organs.md").read_text()
+    # The rows read back through the core's reader; the tables are their means.
+    rows = load_results(seg)
+    assert list(rows.columns) == COLUMNS
+    assert set(rows["group"]) == {"contour", "organs"} and set(rows["method"]) == set(result["sources"])
+    pd.testing.assert_frame_equal(rows, result["results"], rtol=1e-9)  # to the CSV's 10 digits
+    dsc = rows[(rows["group"] == "contour") & (rows["metric"] == "dsc")].groupby("method")["value"]
+    assert (dsc.size() == len(json.loads((run_dir / "run.json").read_text())["cases"])).all()  # one per image
+    np.testing.assert_allclose(contour["dsc_mean"], dsc.mean().reindex(contour.index), rtol=1e-9)
+    np.testing.assert_allclose(contour["dsc_std"], dsc.std(ddof=1).reindex(contour.index), rtol=1e-9)
+    organs = pd.read_csv(seg / "organs.csv", index_col=0)
+    body = rows[(rows["group"] == "organs") & (rows["metric"] == "body")].groupby("method")["value"].mean()
+    np.testing.assert_allclose(organs["body_mean"], body.reindex(organs.index), rtol=1e-9)
     # Train images of the fused source were produced by running the method on the train split.
     train = load_dataset(DATASET, "train")
     assert len(list((seg / "train_images" / "average").glob("*.png"))) == len(train)
@@ -74,3 +87,39 @@ def test_train_fusions_are_redone_when_the_method_changed(run_dir):
     assert [p.stat().st_mtime_ns for p in paths] == stamps  # cached
     _fused_train_images(run_dir, {**record, "method_configs": {"average": {"weights": "b"}}}, "average", cases)
     assert all(p.stat().st_mtime_ns > s for p, s in zip(paths, stamps))
+
+
+def _row(method, case, metric, value, group="contour"):
+    return {"method": method, "case": case, "group": group, "metric": metric, "value": value, "seconds": 0.001}
+
+
+def test_rows_go_through_the_core_writer_and_the_tables_are_their_means(tmp_path):
+    from fusionbench.report.tables import to_markdown
+    from segment.report import contour_table, write_results
+
+    values = {"MRI": {"dsc": [98.0, 96.0, 97.0], "hausdorff": [0.5, 0.7, 0.6]},
+              "PAT": {"dsc": [90.0, 94.0, 92.0], "hausdorff": [1.0, float("inf"), 2.0]}}
+    rows = [_row(m, f"c{i}", metric, v) for m, by_metric in values.items() for metric, vs in by_metric.items()
+            for i, v in enumerate(vs)]
+    write_results(tmp_path, rows + [_row("MRI", "c0", "body", 99.0, group="organs")])
+    assert (tmp_path / "cases" / "PAT" / "c1.json").exists()
+    back = load_results(tmp_path)
+    assert list(back.columns) == COLUMNS and len(back) == 13
+    assert back.dtypes["value"] == float and back.dtypes["seconds"] == float
+    assert np.isinf(back.loc[(back["method"] == "PAT") & (back["case"] == "c1") & (back["metric"] == "hausdorff"),
+                             "value"]).all()
+    table = contour_table(back, ["PAT", "MRI"], unit="mm")
+    assert table.mean.at["MRI", "dsc"] == pytest.approx(97.0)           # the mean of the rows ...
+    assert table.std.at["MRI", "dsc"] == pytest.approx(1.0)             # ... and their sample std
+    assert table.mean.at["PAT", "hausdorff"] == pytest.approx(1.5)      # the infinite distance left out
+    assert table.n.at["PAT", "hausdorff"] == 2
+    assert table.higher == {"dsc": True, "hausdorff": False, "iou": True, "msd": False}
+    assert table.best() == {"dsc": {"MRI"}, "hausdorff": {"MRI"}}       # the distance is lower-is-better
+    assert list(table.avg_rank) == [2.0, 1.0]
+    md = to_markdown(table)
+    assert "| MRI | **97.0 ± 1.0** | **0.60 ± 0.10** | – | – | **1.00** |" in md and "Haus (mm) ↓" in md
+    # A second call replaces the rows of its task and keeps the other task's rows.
+    write_results(tmp_path, [_row("MRI", "c0", "dsc", 50.0)])
+    back = load_results(tmp_path)
+    mri_c0 = back[(back["method"] == "MRI") & (back["case"] == "c0")].set_index("metric")["value"]
+    assert mri_c0.to_dict() == {"body": 99.0, "dsc": 50.0}
