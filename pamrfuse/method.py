@@ -27,8 +27,9 @@ from fusionbench.nn.training import load_state, save_state
 from fusionbench.warp import resize_flow, warp
 from fusionbench.weights import load_into, shipped_state
 
+from .model import PAMRFuseNet
 from .presets import get_config
-from .train import PAMRFuseNet, fit_pamrfuse
+from .trainer import fit_pamrfuse
 
 __all__ = ["PAMRFusePlus", "mlr_flow_to_input_grid", "WEIGHTS_DIR"]
 
