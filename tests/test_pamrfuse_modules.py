@@ -5,13 +5,14 @@ import torch
 from scipy import ndimage
 from skimage.metrics import structural_similarity
 
+from fusionbench.data import Case
 from fusionbench.nn.layers import warp_torch
 from pamrfuse import losses as L
 from pamrfuse.dfdf import DFDF, DetailNode
 from pamrfuse.mlr import MLR, resize_flow_x2
+from pamrfuse.model import PAMRFuseNet, prepare_arrays
 from pamrfuse.p2m import PatchDiscriminator, ResnetGenerator, translate
 from pamrfuse.presets import PRESETS, get_config
-from pamrfuse.train import PAMRFuseNet
 
 torch.set_num_threads(1)
 
@@ -121,6 +122,23 @@ def test_paper_parameter_counts_equal_spec():
     assert (count(d.encoder), count(d.decoder), count(d.base_fuse), count(d.detail_fuse)) == (
         599_144, 207_936, 363_016, 18_176)
     assert count(d) == 1_188_272
+
+
+def test_prepare_arrays_area_resamples_to_the_preset_size():
+    pat = np.arange(16.0).reshape(4, 4) / 16
+    cases = [Case("a", pat, np.full((4, 4), 0.5)), Case("b", pat.T, pat)]
+    pats, mris = prepare_arrays(cases, 2)
+    assert pats.shape == mris.shape == (2, 1, 2, 2) and pats.dtype == mris.dtype == np.float32
+    # 2×2 block means of 0..15 / 16: (0 + 1 + 4 + 5) / 4 / 16, ...
+    blocks = np.array([[2.5, 4.5], [10.5, 12.5]]) / 16
+    np.testing.assert_allclose(pats[0, 0], blocks, atol=1e-7)
+    np.testing.assert_allclose(pats[1, 0], blocks.T, atol=1e-7)
+    np.testing.assert_allclose(mris[0, 0], 0.5)
+    np.testing.assert_allclose(mris[1, 0], blocks, atol=1e-7)
+    same, _ = prepare_arrays(cases, 4)  # already at the size: unchanged
+    np.testing.assert_array_equal(same[0, 0], pat.astype(np.float32))
+    with pytest.raises(ValueError, match="at least one case"):
+        prepare_arrays([], 4)
 
 
 def test_generator_and_discriminator_shapes():

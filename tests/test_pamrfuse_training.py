@@ -1,4 +1,5 @@
-"""PAMRFuse+ two-stage training smoke test (tiny preset, CPU) and the registered joint method."""
+"""PAMRFuse+ two-stage training (tiny preset, CPU), its weights under the trainable-weights protocol
+(fusionbench.weights) and the registered joint method."""
 import json
 
 import numpy as np
@@ -9,9 +10,13 @@ from scipy import ndimage
 from fusionbench.data import Case
 from fusionbench.methods import FusionMethod, RegistrationMethod, create_method, get_method_info
 from fusionbench.warp import warp
+from fusionbench.weights import (PROVENANCE_FILE, WeightsError, cache_folder, canonical, data_fingerprint,
+                                 prepare_weights, read_provenance, weights_digest)
 from pamrfuse import method as pm  # registers pamrfuse+ and the ablations
-from pamrfuse.train import CHECKPOINT, Trainer, fit_pamrfuse, main, prepare_arrays
+from pamrfuse import trainer as trainer_module
+from pamrfuse.model import prepare_arrays
 from pamrfuse.presets import get_config
+from pamrfuse.trainer import CHECKPOINT, Trainer, fit_pamrfuse
 
 torch.set_num_threads(1)
 
@@ -40,8 +45,8 @@ def test_both_stages_run_finite_and_resume_to_the_same_state(tmp_path):
     assert {"reg", "int", "grad", "decomp"} <= set(hist[1])
     assert all(np.isfinite(v) for h in hist for v in h.values())
     assert (tmp_path / "a" / "losses.png").stat().st_size > 1000
-    assert prov["vgg_source"].startswith("tiny-random") and prov["epochs"] == 2
-    assert (tmp_path / "a" / "pamrfuse_tiny.pt").exists()
+    assert prov["vgg_source"].startswith("tiny-random") and prov["epochs"] == 2 and prov["n_cases"] == 4
+    assert (tmp_path / "a" / CHECKPOINT).exists()  # the weights themselves are the caller's to save
 
     class Killed(Exception):
         pass
@@ -89,15 +94,6 @@ def test_ablations_train(tmp_path, ablation):
         assert "reg" not in prov["final_losses"]
 
 
-def test_cli_entry(tmp_path, monkeypatch):
-    import fusionbench.data as fd
-
-    monkeypatch.setattr(fd, "load_dataset", lambda spec, split: _cases(n=2))
-    assert main(["--preset", "tiny", "--workdir", str(tmp_path), "--device", "cpu", "--epochs", "1", "0",
-                 "--set", "batch=1", "vgg_source=tiny-random"]) == 0
-    assert json.loads((tmp_path / "pamrfuse_tiny.json").read_text())["config"]["batch"] == 1
-
-
 def test_registered_joint_method(tmp_path):
     info = get_method_info("pamrfuse+")
     assert info.role == "joint" and not info.needs_alignment and info.trainable
@@ -105,9 +101,12 @@ def test_registered_joint_method(tmp_path):
         assert get_method_info(f"pamrfuse+_{variant}").role == "joint"
     m = create_method("pamrfuse+", preset="tiny", weights=None, device="cpu")
     assert isinstance(m, FusionMethod) and isinstance(m, RegistrationMethod)
+    assert m.provenance == {} and m.weights_note() == "untrained" and m.config()["preset"] == "tiny"
+    # train_config: the code version and every preset field, nothing else.
+    assert m.train_config() == {"version": pm.PAMRFusePlus.version, **get_config("tiny").to_dict()}
     cases = _cases(n=2)
-    m.fit(cases, tmp_path)
-    assert m.provenance["preset"] == "tiny" and m.config()["preset"] == "tiny"
+    record = m.fit(cases, tmp_path)
+    assert record["epochs"] == 2 and record["n_cases"] == 2 and (tmp_path / CHECKPOINT).exists()
     pat, mri = cases[0].pat[:37, :38], cases[0].mri[:37, :38]  # any size: resized to the preset's
     warped, flow = m.register(pat, mri)
     assert flow.shape == (2, 37, 38) and flow.dtype == np.float32 and np.isfinite(flow).all()
@@ -122,12 +121,83 @@ def test_registered_joint_method(tmp_path):
     assert fused.min() == pytest.approx(0.0) and fused.max() == pytest.approx(1.0)  # min-max output
     m.fuse(pat, mri)  # unregistered input: fuse registers first
     assert calls == [1]
-    # Cached: a second fit on the same data reuses the weights.
+    # A second fit in the same work folder finds the finished checkpoint and trains nothing.
     before = {k: v.clone() for k, v in m.net.state_dict().items()}
-    m.fit(cases, tmp_path)
+    assert m.fit(cases, tmp_path)["epochs"] == 2
     assert _states_equal(before, m.net.state_dict())
     with pytest.raises(ValueError, match="shape"):
         m.register(pat, mri[:-1])
+
+
+def test_prepare_weights_fits_caches_and_records_the_provenance(tmp_path):
+    cases = _cases(n=2)
+    m = pm.PAMRFusePlus(preset="tiny", device="cpu")  # no tiny weights are shipped: left untrained
+    assert m.shipped_weights() == pm.WEIGHTS_DIR / "pamrfuse_tiny" and m.provenance == {}
+    assert prepare_weights("pamrfuse+", m, cases, cache_dir=tmp_path) == "untrained"
+    assert prepare_weights("pamrfuse+", m, cases, cache_dir=tmp_path, allow_fit=True,
+                           data="two noise pairs") == "fitted"
+    folder = cache_folder("pamrfuse+", m, data_fingerprint(cases), tmp_path)
+    weights = folder / "weights"
+    assert sorted(p.name for p in weights.iterdir()) == sorted([PROVENANCE_FILE, "weights.pt"])
+    record = read_provenance(weights)
+    assert m.provenance == record and record["method"] == "pamrfuse+"
+    assert record["train_config"] == canonical(m.train_config())
+    assert record["train_config"]["preset"] == "tiny" and record["train_config"]["version"] == pm.PAMRFusePlus.version
+    assert record["data"] == {"fingerprint": data_fingerprint(cases), "description": "two noise pairs"}
+    assert record["metrics"]["epochs"] == 2 and record["metrics"]["n_cases"] == 2
+    assert record["metrics"]["final_losses"]["stage"] == 2
+    assert record["weights_sha256"] == weights_digest(weights)
+    assert [h["stage"] for h in json.loads((folder / "work" / "history.json").read_text())] == [1, 2]
+
+    # A fresh method gets the same weights from the cache, or from the folder by path.
+    again = pm.PAMRFusePlus(preset="tiny", weights=None, device="cpu")
+    assert prepare_weights("pamrfuse+", again, cases, cache_dir=tmp_path) == "cached"
+    assert _states_equal(m.net.state_dict(), again.net.state_dict())
+    by_path = pm.PAMRFusePlus(preset="tiny", weights=str(weights), device="cpu")
+    assert _states_equal(m.net.state_dict(), by_path.net.state_dict())
+    assert by_path.weights_note() == f"trained on two noise pairs [{record['weights_sha256'][:8]}]"
+    # Any other training setting is another key, and its weights are refused by path.
+    other = pm.PAMRFusePlus(preset="tiny", weights=None, device="cpu", lr_mlr=1e-2)
+    assert prepare_weights("pamrfuse+", other, cases, cache_dir=tmp_path) == "untrained"
+    with pytest.raises(WeightsError, match="another train_config"):
+        pm.PAMRFusePlus(preset="tiny", weights=str(weights), device="cpu", lr_mlr=1e-2)
+
+
+def test_an_interrupted_fit_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    class Killed(Exception):
+        pass
+
+    cases = _cases(n=2)
+    sessions = []  # per session, the epochs done each time the trainer draws its loss curves
+    draw = trainer_module.save_loss_curves
+
+    def curves(history, path):  # called right after each epoch's checkpoint
+        sessions[-1].append(len(history))
+        if len(sessions) == 1:
+            raise Killed
+        draw(history, path)
+
+    monkeypatch.setattr(trainer_module, "save_loss_curves", curves)
+    sessions.append([])
+    killed = pm.PAMRFusePlus(preset="tiny", weights=None, device="cpu")
+    with pytest.raises(Killed):
+        prepare_weights("pamrfuse+", killed, cases, cache_dir=tmp_path / "a", allow_fit=True)
+    folder = cache_folder("pamrfuse+", killed, data_fingerprint(cases), tmp_path / "a")
+    assert (folder / "work" / CHECKPOINT).is_file() and not (folder / "weights").exists()
+    assert killed.provenance == {}
+
+    sessions.append([])
+    resumed = pm.PAMRFusePlus(preset="tiny", weights=None, device="cpu")
+    assert prepare_weights("pamrfuse+", resumed, cases, cache_dir=tmp_path / "a", allow_fit=True) == "fitted"
+    assert sessions == [[1], [2]]  # the rerun trained epoch 2 only
+    assert resumed.provenance["metrics"]["epochs"] == 2
+    # ... and ends where an uninterrupted fit ends (per-epoch data order from (seed, epoch)).
+    sessions.append([])
+    whole = pm.PAMRFusePlus(preset="tiny", weights=None, device="cpu")
+    assert prepare_weights("pamrfuse+", whole, cases, cache_dir=tmp_path / "b", allow_fit=True) == "fitted"
+    assert sessions[2] == [1, 2]
+    assert _states_equal(resumed.net.state_dict(), whole.net.state_dict())
+    assert resumed.provenance["weights_sha256"] == whole.provenance["weights_sha256"]
 
 
 def test_translate_with_trained_generator(tmp_path):
@@ -165,15 +235,18 @@ def test_code_p2m_objective_trains_with_its_extra_terms(tmp_path):
 def test_shipped_lite_weights_register_the_phantom():
     """Regression guard of the shipped `lite` weights on the first 8 phantom test pairs.
 
-    On all 48 test pairs (README) they raise the global NCC on 47 and leave the endpoint error
-    about where it was (2.70 vs 2.75 px unregistered); on these 8: NCC 0.201 vs 0.132 on every pair,
-    endpoint error 2.43 vs 2.69 px. The previous weights gave 5.7 px.
+    On all 48 test pairs (docs/pamrfuse.md) they raise the NCC (0.204 vs 0.140 unregistered) and
+    leave the endpoint error about where it was (2.70 vs 2.75 px unregistered); on these 8: NCC
+    0.201 vs 0.132 on every pair, endpoint error 2.43 vs 2.69 px.
     """
     from fusionbench.data import load_dataset
     from fusionbench.metrics.registration import endpoint_error, ncc
     model = create_method("pamrfuse+", device="cpu")
-    # Trained with the lite preset on the phantom 1.2 train split (its cases_hash).
-    assert model.cfg == get_config("lite") and model.provenance["train_data_hash"] == "390d3f085b338e88"
+    # The lite preset, loaded because its provenance names the current train_config; trained on the
+    # phantom train split (data_fingerprint of load_dataset("phantom", "train")).
+    assert model.cfg == get_config("lite") and model.shipped_weights() == pm.WEIGHTS_DIR / "pamrfuse_lite"
+    assert model.provenance["train_config"] == canonical(model.train_config())
+    assert model.provenance["data"]["fingerprint"] == "390d3f085b338e88"
     epe, epe_identity = [], []
     for case in load_dataset("phantom", "test")[:8]:
         registered, flow = model.register(case.pat, case.mri)
