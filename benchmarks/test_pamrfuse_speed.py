@@ -12,7 +12,7 @@ import torch
 
 from pamrfuse.method import PAMRFusePlus
 from pamrfuse.presets import get_config
-from pamrfuse.train import Trainer
+from pamrfuse.trainer import Trainer
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 PAPER = os.environ.get("FUSIONBENCH_BENCH_PAPER") == "1"

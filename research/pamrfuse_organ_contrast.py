@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     from fusionbench.data.phantom import PhantomConfig, load_phantom
     from fusionbench.methods import create_method
     from fusionbench.scoring import score_registration
-    from pamrfuse.train import fit_pamrfuse
+    from pamrfuse.trainer import fit_pamrfuse
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", type=Path, required=True)
