@@ -12,8 +12,8 @@ fused test images) and evaluates every *image source*:
 Training data per source (the paper trains one model per source, §4.3): the dataset's **train
 split**, rendered the way the test images were, i.e. for a method the train pairs are registered
 with the run's registration method and fused by that method (``create_method(name).fuse``; joint
-methods register and fuse themselves), with the fitted instances taken from the harness's fit
-cache. Fused training images are cached under ``RUN/segment/train_images/``.
+methods register and fuse themselves) through :class:`fusionbench.pipeline.Pipeline`, with the
+weights the run used (shipped or cached; a mismatch is an error, never a silent refit). Fused training images are cached under ``RUN/segment/train_images/``.
 
 Outputs under ``RUN/segment/``:
 
@@ -60,49 +60,42 @@ def _load_run(run_dir: Path) -> dict:
         raise FileNotFoundError(f"{run_dir}: not a fusionbench run (no run.json); run `fusionbench run` first") from None
 
 
-def _fit_cache(run_dir: Path) -> Path:
-    from fusionbench.runner import fit_cache_root  # the runs' cache: fitted methods are reused
+def _run_method(record: dict, name: str, cases):
+    """The method as the run used it: same settings, same weights (shipped, cached or fitted)."""
+    from fusionbench.runner import config_fingerprint, fit_method, method_identity
 
-    return fit_cache_root()
+    method, state = fit_method(name, record["dataset"], device=record.get("device", "cpu"),
+                               settings=record.get("method_settings", {}).get(name), train_cases=cases)
+    used = record.get("method_configs", {}).get(name)
+    if used is not None and config_fingerprint(method_identity(method)) != config_fingerprint(used):
+        raise ValueError(f"{name}: its configuration or weights differ from those of the run's test images "
+                         f"({state} weights now); rerun `fusionbench run` first")
+    return method
 
 
 def _fused_train_images(run_dir: Path, record: dict, method: str, cases, log=None) -> list[np.ndarray]:
-    """The train split fused by ``method`` after the run's registration, cached as PNG."""
-    from fusionbench.methods import get_method_info, load_plugins
-    from fusionbench.runner import config_fingerprint, fit_method
+    """The train split through the run's pipeline (its registration, then ``method``), cached as PNG."""
+    from fusionbench.methods import IDENTITY, load_plugins
+    from fusionbench.pipeline import Pipeline
+    from fusionbench.runner import config_fingerprint
 
     load_plugins()
     folder = run_dir / "segment" / "train_images" / method
     paths = [folder / f"{c.id}.png" for c in cases]
+    registration = record.get("registration", IDENTITY)
     # Valid only for the method configuration (weights included) and registration of the run's
     # test images: a rerun with new weights must not segment stale train fusions.
     configs = record.get("method_configs", {})
-    fingerprint = config_fingerprint(configs.get(method), configs.get(record.get("registration", "identity")))
+    fingerprint = config_fingerprint(configs.get(method), configs.get(registration))
     stamp = folder / "fingerprint.txt"
     if all(p.exists() for p in paths) and stamp.exists() and stamp.read_text().strip() == fingerprint:
         return [read_image(p) for p in paths]
-    dataset, cache = record["dataset"], _fit_cache(run_dir)
-    device = record.get("device", "cpu")
-    settings = record.get("method_settings", {})  # the run's --set, so the same methods fuse
-    fuser = fit_method(method, dataset, cache_dir=cache, device=device, train_cases=cases,
-                       settings=settings.get(method))
-    info = get_method_info(method)
-    registration = record.get("registration", "identity")
-    registrar = None
-    if info.needs_alignment and registration != "identity":
-        registrar = fit_method(registration, dataset, cache_dir=cache, device=device, train_cases=cases,
-                               settings=settings.get(registration))
+    pipeline = Pipeline(_run_method(record, method, cases), _run_method(record, registration, cases))
     if log:
         log(f"fusing {len(cases)} train pairs with {method}")
     out = []
     for case, path in zip(cases, paths):
-        pat = case.pat
-        if not info.needs_alignment:
-            pat, _ = fuser.register(case.pat, case.mri)
-        elif registrar is not None:
-            pat, _ = registrar.register(case.pat, case.mri)
-        fused = np.clip(np.asarray(fuser.fuse(pat, case.mri), dtype=np.float32), 0.0, 1.0)
-        write_image(path, fused)
+        write_image(path, pipeline.run(case.pat, case.mri)["fused"])
         out.append(read_image(path))  # the 8-bit round trip the test images went through
     atomic_write_bytes(stamp, fingerprint.encode())
     return out

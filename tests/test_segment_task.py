@@ -79,14 +79,21 @@ def test_train_fusions_are_redone_when_the_method_changed(run_dir):
 
     record = json.loads((run_dir / "run.json").read_text())
     cases = load_dataset(DATASET, "train")[:2]
-    paths = [run_dir / "segment" / "train_images" / "average" / f"{c.id}.png" for c in cases]
-    first = _fused_train_images(run_dir, {**record, "method_configs": {"average": {"weights": "a"}}}, "average", cases)
+    folder = run_dir / "segment" / "train_images" / "average"
+    paths = [folder / f"{c.id}.png" for c in cases]
+    first = _fused_train_images(run_dir, record, "average", cases)
     stamps = [p.stat().st_mtime_ns for p in paths]
     np.testing.assert_allclose(first[0], 0.5 * (cases[0].pat + cases[0].mri), atol=1 / 255)
-    _fused_train_images(run_dir, {**record, "method_configs": {"average": {"weights": "a"}}}, "average", cases)
+    _fused_train_images(run_dir, record, "average", cases)
     assert [p.stat().st_mtime_ns for p in paths] == stamps  # cached
-    _fused_train_images(run_dir, {**record, "method_configs": {"average": {"weights": "b"}}}, "average", cases)
+    # fusions left by another configuration (an older run in the same folder) are redone
+    (folder / "fingerprint.txt").write_text("another configuration")
+    _fused_train_images(run_dir, record, "average", cases)
     assert all(p.stat().st_mtime_ns > s for p, s in zip(paths, stamps))
+    # a method whose weights or settings are no longer those of the test images is refused
+    changed = {**record, "method_configs": {"average": {"config": {"other": 1}}}}
+    with pytest.raises(ValueError, match="average: its configuration or weights differ"):
+        _fused_train_images(run_dir, changed, "average", cases)
 
 
 def _row(method, case, metric, value, group="contour"):
