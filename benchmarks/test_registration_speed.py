@@ -29,7 +29,7 @@ METHODS = ["identity", "mi-bspline", "voxelmorph", "p2m+vm"]
 
 @pytest.mark.parametrize("name", METHODS)
 def test_register_256(benchmark, triplet_256, name):
-    if name == "p2m+vm" and not (PAMRFUSE_WEIGHTS / "pamrfuse_lite.pt").exists():
+    if name == "p2m+vm" and not (PAMRFUSE_WEIGHTS / "pamrfuse_lite" / "provenance.json").exists():
         pytest.skip("p2m+vm needs the shipped PAMRFuse+ lite weights")
     pat, mri, _ = triplet_256
     method = create_method(name, **({"device": "cpu"} if name in ("voxelmorph", "p2m+vm") else {}))

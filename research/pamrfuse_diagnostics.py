@@ -16,8 +16,8 @@ With ``--train-mlr STEPS`` it instead trains a fresh MLR alone (batch 2, Adam 1e
 registration loss with smoothness ``--lambda-sm``) on the train split against the frozen P2M's
 pseudo-MRI or the perfect one (``--target``), printing the validation endpoint error every 100 steps.
 
-Usage: ``python research/pamrfuse_diagnostics.py [--weights shipped|FILE.pt] [--split val] [--pairs 12]
-[--train-mlr 600 --target pseudo|perfect --lambda-sm 10]`` (FILE: a training checkpoint or weights).
+Usage: ``python research/pamrfuse_diagnostics.py [--weights shipped|FOLDER|FILE/checkpoint.pt] [--split val] [--pairs 12]
+[--train-mlr 600 --target pseudo|perfect --lambda-sm 10]`` (FOLDER: a weights folder of ``fusionbench fit``; or a training checkpoint).
 """
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     from fusionbench.data.phantom import PhantomConfig, load_phantom
     from fusionbench.methods import create_method
     from fusionbench.scoring import score_registration
-    from pamrfuse.trainer import fit_pamrfuse
+    from fusionbench.weights import prepare_weights
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", type=Path, required=True)
@@ -44,13 +44,13 @@ def main(argv=None) -> int:
     cfg = PhantomConfig(pat_mua=tuple(ORGAN_VISIBLE_PAT_MUA.items()))
     train = load_phantom("train", cfg, jobs=args.threads)
     test = load_phantom("test", cfg, jobs=args.threads)[: args.pairs]
-    fit_pamrfuse(train, args.workdir, preset="lite", progress=False)
-    weights = args.workdir / "pamrfuse_lite.pt"
-    voxelmorph = create_method("voxelmorph", weights=None, device="cpu")
-    voxelmorph.fit(train, args.workdir / "voxelmorph")
+    retrained = {}
+    for name in ("pamrfuse+", "voxelmorph"):  # trained on this phantom, cached in --workdir (resumable)
+        retrained[name] = create_method(name, weights=None, device="cpu")
+        prepare_weights(name, retrained[name], train, cache_dir=args.workdir, allow_fit=True,
+                        data="organ-contrast phantom train split", log=print)
     methods = {"identity": create_method("identity"), "mi-bspline": create_method("mi-bspline"),
-               "voxelmorph": voxelmorph,
-               "pamrfuse+": create_method("pamrfuse+", weights=str(weights), device="cpu"),
+               "voxelmorph": retrained["voxelmorph"], "pamrfuse+": retrained["pamrfuse+"],
                "pamrfuse+ (shipped weights)": create_method("pamrfuse+", device="cpu")}
     columns = ("MI", "NMI", "NCC", "EPE_mean", "Dice")
     rows = {name: [] for name in methods}
