@@ -87,8 +87,11 @@ def run_cmd(
     convention: str = typer.Option("paper", "--convention", help="fusion-metric convention"),
     metrics: Optional[str] = typer.Option(None, "--metrics", help="fusion metrics NAME,... (default all)"),
     report: bool = typer.Option(True, "--report/--no-report", help="build tables and figures afterwards"),
-    fit: bool = typer.Option(False, "--fit", help="train every selected trainable method that has no "
-                             "weights for the dataset (default: only those named explicitly)"),
+    fit: bool = typer.Option(False, "--fit", help="train every selected trainable method on the dataset's "
+                             "train split unless weights made on these data exist (default: shipped weights)"),
+    external: Optional[list[str]] = typer.Option(None, "--external", help="NAME=DIR[,size=crop|pad]: score "
+                                                 "fused images made elsewhere, one file per case named by case "
+                                                 "id (repeatable)"),
     tasks: Optional[str] = typer.Option(None, "--tasks", help="then run task evaluations NAME,... "
                                         "(e.g. contour,organs; see `fusionbench segment`)"),
     preset: str = typer.Option("quick", "--preset", help="task training preset (quick | standard)"),
@@ -97,8 +100,9 @@ def run_cmd(
 ) -> None:
     """Register, fuse and score every selected method on a dataset's test split.
 
-    Trainable methods without weights for the dataset (shipped or cached) are trained only when
-    named explicitly or with --fit; otherwise they are listed as untrained and left out.
+    Trainable methods use weights made on the dataset (shipped or cached), else with --fit they
+    are trained on its train split, else they run with their shipped weights and every table says
+    on what data those were trained. Methods without any weights are listed as untrained.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -109,10 +113,9 @@ def run_cmd(
         names = resolve_methods(methods)
     except KeyError as exc:
         _fail(str(exc.args[0]))
-    named = {m.strip().lower() for m in methods.split(",")}
     config = RunConfig(methods=names, out=out, dataset=dataset, registration=registration, jobs=jobs,
-                       scheduler=scheduler, resume=resume, limit=limit, device=device,
-                       fit=True if fit else [n for n in names if n in named],
+                       scheduler=scheduler, resume=resume, limit=limit, device=device, fit=fit,
+                       external=list(external or []),
                        convention=convention,
                        metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
                        settings=_method_settings(settings or [], per_method=True))
@@ -127,13 +130,13 @@ def run_cmd(
         _fail(f"{type(exc).__name__}: {exc}")
 
     table = Table(title=f"fusionbench run: {summary.out} ({summary.executor}, {summary.seconds:.1f} s)")
-    for col in ("method", "role", "state", "ok", "failed", "resumed", "s/case"):
-        table.add_column(col, no_wrap=True)
+    for col in ("method", "role", "state", "ok", "failed", "resumed", "s/case", "weights"):
+        table.add_column(col, no_wrap=col != "weights")
     for st in summary.methods.values():
         colour = {"ok": "green", "partial": "yellow", "failed": "red", "untrained": "dim"}[st.state]
         per_case = f"{st.seconds / st.ok:.3f}" if st.ok else "–"
         table.add_row(st.name, st.role, f"[{colour}]{st.state}[/]", str(st.ok), str(st.failed),
-                      str(st.skipped), per_case)
+                      str(st.skipped), per_case, st.weights)
     console.print(table)
     for st in summary.methods.values():
         if st.untrained:
@@ -349,6 +352,68 @@ def score_cmd(pat: Path = typer.Option(..., "--pat"), mri: Path = typer.Option(.
         for k, v in values.items():
             table.add_row(k, f"{v:.6g}")
         console.print(table)
+
+
+data_app = typer.Typer(no_args_is_help=True, help="Prepare datasets: import public real PAT/MRI data.")
+import_app = typer.Typer(no_args_is_help=True,
+                         help="Turn a dataset you already have on disk into fusionbench folder datasets "
+                              "(nothing is downloaded).")
+data_app.add_typer(import_app, name="import")
+app.add_typer(data_app, name="data")
+
+
+@import_app.command("pamrfuse-v1")
+def import_pamrfuse_v1_cmd(
+    repo: Path = typer.Argument(..., help="a clone of github.com/zhongniuniu/PAMRFuse"),
+    out: Path = typer.Argument(..., help="output folder (created if missing)"),
+    parts: str = typer.Option("registered,unaligned,external", "--parts",
+                              help="what to import: registered (fusion_data/OursregPATMRI), unaligned "
+                                   "(reg_data/val2D), external (fusion_result)"),
+    unaligned_format: str = typer.Option("png16", "--unaligned-format",
+                                         help="png16 | npy: storage of the unaligned pairs' (x+1)/2 values"),
+) -> None:
+    """Import PAMRFuse v1's public pairs and fused images into folder datasets under OUT.
+
+    Writes OUT/registered/{pat,mri}/N.png (uN.jpg = PAT, oN.jpg = MRI, gray 8-bit), OUT/unaligned/
+    {pat,mri}/NAME.png (reg_data/val2D: B = PAT, A = MRI, [-1, 1] -> 16-bit [0, 1]) and
+    OUT/external/pamrfuse-v1/N.png (PAMRFuse v1's own fused images, native 296x296).
+    """
+    from .data.importers import import_pamrfuse_v1
+    from .data.io import ImageError
+
+    try:
+        report = import_pamrfuse_v1(repo, out, parts=[p.strip() for p in parts.split(",") if p.strip()],
+                                    unaligned_format=unaligned_format)
+    except ImageError as exc:
+        _fail(str(exc))
+    for line in report.lines():
+        console.print(line, highlight=False, soft_wrap=True)
+
+
+@import_app.command("coco")
+def import_coco_cmd(
+    out: Path = typer.Argument(..., help="output folder (created if missing)"),
+    images: Path = typer.Option(..., "--images", help="folder of the annotated images"),
+    annotations: Path = typer.Option(..., "--annotations", help="COCO JSON file with polygon annotations"),
+    mapping: Optional[list[str]] = typer.Option(None, "--map", help="NAME=ORGAN: COCO category -> organ name "
+                                                "(or NAME=ignore); repeatable. Defaults: vert=spine, "
+                                                "vessel=vessels, kidney=kidneys, organ names to themselves"),
+) -> None:
+    """Import COCO polygon annotations of PAT images as gray images and organ label maps.
+
+    Writes OUT/pat/NAME.png, OUT/labels_pat/NAME.png (uint8 organ ids of fusionbench.data.ORGANS:
+    body first, later annotations win) and OUT/manifest.csv (id,pat,labels_pat). SFE-GCN's PAT data
+    (lzc-smu/SFEGCN data/space/train) import with the defaults.
+    """
+    from .data.importers import import_coco, parse_map
+    from .data.io import ImageError
+
+    try:
+        report = import_coco(images, annotations, out, mapping=parse_map(mapping))
+    except ImageError as exc:
+        _fail(str(exc))
+    for line in report.lines():
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 def main() -> None:

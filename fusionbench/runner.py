@@ -42,10 +42,11 @@ import numpy as np
 from . import __version__
 from .data.io import atomic_write_bytes, write_image
 from .executors import make_executor
-from .methods import IDENTITY, create_method, default_registration, get_method_info, load_plugins
+from .external import ExternalError, ExternalFusion, parse_external
+from .methods import IDENTITY, create_method, default_registration, get_method_info, list_methods, load_plugins
 from .pipeline import fuse_step, register_step
 from .scoring import fusion_columns, score_fusion, score_registration
-from .weights import prepare_weights
+from .weights import prepare_weights, weights_note
 
 __all__ = ["RunConfig", "RunSummary", "MethodStatus", "Progress", "RunError", "run", "fit_method",
            "create_configured", "method_identity", "resolve_device", "case_file", "config_fingerprint"]
@@ -71,12 +72,14 @@ class RunConfig:
     convention: str = "paper"
     metrics: Sequence[str] | None = None  # fusion metrics to compute; None: the whole suite
     cache_dir: Path | None = None
-    #: Trainable methods that may be trained in this run when they have no weights for the data
-    #: (the CLI puts the methods named explicitly here, or all with ``--fit``); the others are
-    #: skipped with a note, so ``--methods all`` never starts hours of training unasked.
-    fit: Sequence[str] | bool = True
+    #: Trainable methods that may be trained on the dataset's train split when no weights were
+    #: made on these data (the CLI's ``--fit``: all of them); the others use their shipped weights
+    #: (the tables say on what data they were trained) or, without any, are left out as untrained.
+    fit: Sequence[str] | bool = False
     #: Keyword settings per method name, passed to the method's factory (``--set pamrfuse+.preset=paper``).
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Fused images made elsewhere, scored as rows (``--external NAME=DIR[,size=crop|pad]``).
+    external: Sequence[str] = ()
 
 
 @dataclass
@@ -90,6 +93,7 @@ class MethodStatus:
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
     untrained: str = ""  # why the method was left out (no weights for these data)
+    weights: str = ""  # where a trainable method's weights come from (the tables' weights note)
 
     @property
     def state(self) -> str:
@@ -241,7 +245,7 @@ def _fit_hint(name: str, dataset: str, settings: dict[str, Any] | None) -> str:
 
 @dataclass
 class _Task:
-    kind: str  # "register" | "fuse" | "joint"
+    kind: str  # "register" | "fuse" | "joint" | "external" (a fused image read from a folder)
     method: str
     case_id: str
     pat: np.ndarray  # the input PAT for "register"/"joint", the registered PAT for "fuse"
@@ -274,14 +278,18 @@ def _execute(context: dict, task: _Task) -> dict:
                                               labels_pat=task.labels_pat, labels_mri=task.labels_mri)
             times["scoring"] = perf_counter() - t0
             out["flow"], out["registered"], pat = flow, registered, registered
-        if task.kind in ("fuse", "joint"):
+        mri = task.mri
+        if task.kind in ("fuse", "joint", "external"):
             stage = "fuse"
             t0 = perf_counter()
-            fused = fuse_step(method, pat, task.mri)
-            times["fusion"] = perf_counter() - t0
+            if task.kind == "external":
+                fused, pat, mri = method.fused_for(task.case_id, pat, mri)
+            else:
+                fused = fuse_step(method, pat, mri)
+                times["fusion"] = perf_counter() - t0
             stage = "score fusion"
             t0 = perf_counter()
-            out["rows"] += score_fusion(pat, task.mri, fused, convention=context["convention"],
+            out["rows"] += score_fusion(pat, mri, fused, convention=context["convention"],
                                        metrics=context["metrics"])
             times["scoring"] = times.get("scoring", 0.0) + perf_counter() - t0
             out["fused"] = fused
@@ -356,6 +364,7 @@ class _Plan:
     fingerprint: str
     device: str
     metrics: list[str] | None
+    external: dict[str, ExternalFusion]
 
 
 @dataclass
@@ -403,33 +412,58 @@ def _validate(config: RunConfig) -> _Plan:
     cases = load_dataset(config.dataset, split="test")[: config.limit]
     if not cases:
         raise RunError(f"dataset {config.dataset!r} has no test cases")
+    external = {}
+    for text in config.external:
+        try:
+            ext = parse_external(text)
+            if ext.name in external or ext.name in names or ext.name in list_methods():
+                raise ExternalError(f"--external {ext.name}: the name is taken by a method of this run")
+            ext.index(cases)
+        except ExternalError as exc:
+            raise RunError(str(exc)) from None
+        external[ext.name] = ext
     any_device = any(_accepts_device(i.factory) for i in [*infos.values(), reg_info])
     reg_methods = list(dict.fromkeys([IDENTITY, registration]
                                      + [n for n in names if infos[n].role == "registration"]))
     return _Plan(out=Path(config.out), registration=registration, reg_methods=reg_methods,
-                 fusion_names=[n for n in names if n not in reg_methods], cases=cases,
+                 fusion_names=[n for n in names if n not in reg_methods] + list(external), cases=cases,
                  fingerprint=dataset_fingerprint(config.dataset),
-                 device=resolve_device(config.device) if any_device else "cpu", metrics=metrics)
+                 device=resolve_device(config.device) if any_device else "cpu", metrics=metrics,
+                 external=external)
 
 
 def _prepare_methods(plan: _Plan, config: RunConfig, progress: Progress) -> _Prepared:
     """Create every method with its weights; untrained ones that may not be fitted are left out,
     and a shared registration that is untrained stops the run before any work."""
     from .data.datasets import load_dataset
+    from .data.folder import SplitError
 
-    train: list = []
+    train: dict[str, Any] = {}
 
     def train_cases():
-        if not train:
-            train.append(load_dataset(config.dataset, split="train"))
-        return train[0]
+        """The train split, loaded once; ``None`` when the dataset has none."""
+        if "cases" not in train:
+            try:
+                train["cases"] = load_dataset(config.dataset, split="train")
+            except SplitError as exc:
+                train["cases"], train["error"] = None, str(exc)
+        return train["cases"]
 
     prep = _Prepared({}, {}, {}, {}, {})
     for n in plan.reg_methods + plan.fusion_names:
+        if n in plan.external:
+            prep.statuses[n] = MethodStatus(n, "external", total=len(plan.cases),
+                                            weights=plan.external[n].describe())
+            prep.instances[n] = plan.external[n]
+            prep.configs[n] = {"external": str(plan.external[n].folder), "size": plan.external[n].size}
+            prep.weights[n] = plan.external[n].describe()
+            continue
         role = "registration" if n in plan.reg_methods else get_method_info(n).role
         prep.statuses[n] = MethodStatus(n, role, total=len(plan.cases))
         settings = config.settings.get(n)
         may_fit = config.fit if isinstance(config.fit, bool) else n in config.fit
+        if may_fit and get_method_info(n).trainable and train_cases() is None:
+            raise RunError(f"--fit {n}: {train['error']}")
         try:
             method, state = fit_method(n, config.dataset, cache_dir=config.cache_dir, device=plan.device,
                                        settings=settings, train_cases=train_cases, allow_fit=may_fit,
@@ -447,13 +481,16 @@ def _prepare_methods(plan: _Plan, config: RunConfig, progress: Progress) -> _Pre
         prep.instances[n] = method
         prep.configs[n] = method_identity(method)
         if state != "none":
-            prep.weights[n] = method.weights_note() if hasattr(method, "weights_note") else state
+            prep.weights[n] = prep.statuses[n].weights = weights_note(method.provenance, state)
+            if state == "shipped-other-data":
+                progress.note(f"{n}: no weights trained on {config.dataset}; using {prep.weights[n]}")
     return prep
 
 
 def _run_record(plan: _Plan, config: RunConfig, prep: _Prepared) -> dict[str, Any]:
     fusion_names = [n for n in plan.fusion_names if not prep.statuses[n].untrained]
     record = {"methods": fusion_names, "registration_methods": plan.reg_methods,
+              "external": {n: prep.configs[n] for n in plan.external},
               "registration": plan.registration, "dataset": config.dataset,
               "dataset_fingerprint": plan.fingerprint, "cases": [c.id for c in plan.cases],
               "limit": config.limit, "device": plan.device, "convention": config.convention,
@@ -475,7 +512,7 @@ def _fingerprints(plan: _Plan, configs: dict[str, Any]) -> dict[str, str]:
     method whose configuration or weights changed, and the fusions after a changed registration."""
     out = {n: config_fingerprint(configs.get(n)) for n in plan.reg_methods + plan.fusion_names}
     for n in plan.fusion_names:
-        if get_method_info(n).needs_alignment:
+        if n in plan.external or get_method_info(n).needs_alignment:
             out[n] = config_fingerprint(configs.get(n), configs.get(plan.registration))
     return out
 
@@ -511,7 +548,7 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunSummary:
                                                 c.labels_pat, c.labels_mri))
         registered = _registered_inputs(plan, fingerprints)
         _run_phase(names=plan.fusion_names, registration=plan.registration, **phase,
-                   make_task=lambda n, c: _fusion_task(n, c, registered),
+                   make_task=lambda n, c: _fusion_task(n, c, registered, plan.external),
                    missing_error=f"registration {plan.registration!r} failed on this case")
     finally:
         executor.close()
@@ -538,7 +575,11 @@ def _registered_inputs(plan: _Plan, fingerprints: dict[str, str]) -> dict[str, n
     return registered
 
 
-def _fusion_task(name: str, case, registered: dict[str, np.ndarray]) -> _Task | None:
+def _fusion_task(name: str, case, registered: dict[str, np.ndarray], external) -> _Task | None:
+    if name in external:
+        if case.id not in registered:
+            return None
+        return _Task("external", name, case.id, registered[case.id], case.mri)
     if not get_method_info(name).needs_alignment:
         return _Task("joint", name, case.id, case.pat, case.mri, case.flow_true, case.labels_pat,
                      case.labels_mri)
@@ -576,7 +617,7 @@ def _run_phase(executor, context, out, names, cases, statuses, method_errors, pr
         if isinstance(result, BaseException):
             result = {"status": "failed", "stage": "worker", "error": _error_text(result), "rows": []}
         _write_case(out, task.method, st.role, task.case_id,
-                    registration if task.kind == "fuse" else None, result,
+                    registration if task.kind in ("fuse", "external") else None, result,
                     fingerprint=fingerprints.get(task.method))
         ok = result["status"] == "ok"
         if ok:

@@ -41,12 +41,16 @@ __all__ = ["PROVENANCE_FILE", "WeightsError", "data_fingerprint", "canonical", "
 PROVENANCE_FILE = "provenance.json"
 
 
-def weights_note(record: dict[str, Any]) -> str:
-    """One short line for tables: what the weights were trained on and their digest."""
+def weights_note(record: dict[str, Any], state: str | None = None) -> str:
+    """One short line for tables: where the weights come from, what they were trained on and
+    their digest, e.g. ``shipped: phantom train split [227a4051]``."""
     if not record:
         return "untrained"
     data = record.get("data", {})
-    return f"trained on {data.get('description') or data.get('fingerprint', '?')} [{record.get('weights_sha256', '?')[:8]}]"
+    origin = {"shipped": "shipped: ", "shipped-other-data": "shipped: ", "cached": "fit: ",
+              "fitted": "fit: "}.get(state or "", "trained on ")
+    return (f"{origin}{data.get('description') or data.get('fingerprint', '?')} "
+            f"[{record.get('weights_sha256', '?')[:8]}]")
 
 
 class WeightsError(RuntimeError):
@@ -193,33 +197,47 @@ def _fit_into(name: str, method, cases, folder: Path, fingerprint: str, data: st
     staging.replace(final)  # the provenance file inside marks the folder complete
 
 
-def prepare_weights(name: str, method, train_cases: Sequence[Any] | Callable[[], Sequence[Any]], *,
+def _load_shipped(method) -> None:
+    folder = method.shipped_weights()
+    if (getattr(method, "provenance", None) or {}).get("weights_sha256") != read_provenance(folder).get(
+            "weights_sha256"):
+        load_into(method, folder)
+
+
+def prepare_weights(name: str, method, train_cases: Sequence[Any] | Callable[[], Sequence[Any]] | None, *,
                     cache_dir: str | Path | None = None, allow_fit: bool = False, data: str = "",
                     log: Callable[[str], None] | None = None) -> str:
-    """Give a trainable ``method`` the weights for ``train_cases``: shipped, cached or fitted.
+    """Give a trainable ``method`` its weights for a dataset whose train split is ``train_cases``.
 
-    Shipped weights are used when their provenance matches the method's ``train_config`` and the
-    data; else a cached fit under :func:`weights_root` with the same :func:`weights_key`; else,
-    with ``allow_fit``, the method is fitted now (checkpoints in the cache folder's ``work/``, so
-    an interrupted fit resumes) and cached. Without ``allow_fit`` the method is left as it is and
-    ``"untrained"`` comes back; else ``"shipped"``, ``"cached"`` or ``"fitted"``. ``train_cases`` may be a callable, called only when needed.
+    In this order: the shipped weights when their provenance names the method's ``train_config``
+    and these data (``"shipped"``); a cached fit under :func:`weights_root` with the same
+    :func:`weights_key` (``"cached"``); with ``allow_fit``, a fit now, cached, its checkpoints in
+    the cache folder's ``work/`` so an interrupted fit resumes (``"fitted"``); else the shipped
+    weights although they were trained on other data (``"shipped-other-data"``: the tables say
+    so); else ``"untrained"``, the method left as it is. ``train_cases`` may be a callable, called
+    once here; ``None`` (or a callable returning ``None``) means the dataset has no train split.
     """
     cases = train_cases() if callable(train_cases) else train_cases
-    fingerprint = data_fingerprint(cases)
-    if shipped_state(method, fingerprint) == "match":
-        load_into(method, method.shipped_weights())
+    fingerprint = data_fingerprint(cases) if cases else None
+    shipped = shipped_state(method, fingerprint)
+    if shipped == "match" and fingerprint is not None:
+        _load_shipped(method)
         return "shipped"
-    folder = cache_folder(name, method, fingerprint, cache_dir)
-    if (folder / "weights" / PROVENANCE_FILE).is_file():
-        load_into(method, folder / "weights")
-        return "cached"
-    if not allow_fit:
-        return "untrained"
-    if not cases:
-        raise WeightsError(f"{name}: the dataset has no training cases to fit on")
-    _fit_into(name, method, cases, folder, fingerprint, data, log)
-    load_into(method, folder / "weights")
-    return "fitted"
+    if fingerprint is not None:
+        folder = cache_folder(name, method, fingerprint, cache_dir)
+        if (folder / "weights" / PROVENANCE_FILE).is_file():
+            load_into(method, folder / "weights")
+            return "cached"
+        if allow_fit:
+            _fit_into(name, method, cases, folder, fingerprint, data, log)
+            load_into(method, folder / "weights")
+            return "fitted"
+    elif allow_fit:
+        raise WeightsError(f"{name}: the dataset has no train split to fit on")
+    if shipped in ("match", "other-data"):
+        _load_shipped(method)
+        return "shipped-other-data"
+    return "untrained"
 
 
 def ship_weights(method, folder: str | Path) -> Path:

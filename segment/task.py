@@ -185,6 +185,12 @@ def run_tasks(run_dir, tasks: Sequence[str] = TASKS, preset: str = "quick", jobs
         raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(CONTOUR_PRESETS)}")
     record = _load_run(run_dir)
     run_methods = [m for m in record.get("methods", []) if (run_dir / "fused" / m).is_dir()]
+    needs_train = "organs" in tasks or CONTOUR_PRESETS[preset]["cost"] == "learned"
+    if needs_train:  # an external folder holds test fusions only: no train split to learn from
+        skipped = [m for m in run_methods if m in record.get("external", {})]
+        run_methods = [m for m in run_methods if m not in skipped]
+        if skipped and log:
+            log(f"left out of the trained tasks (external folders hold no train fusions): {', '.join(skipped)}")
     if methods is not None:
         missing = sorted(set(methods) - set(run_methods))
         if missing:
@@ -206,7 +212,6 @@ def run_tasks(run_dir, tasks: Sequence[str] = TASKS, preset: str = "quick", jobs
     seconds: dict[str, float] = {}
     spacing, unit = _spacing(test_cases)
     test = source_images(run_dir, record, test_cases, "test", sources)
-    needs_train = "organs" in tasks or CONTOUR_PRESETS[preset]["cost"] == "learned"
     train = None
     if needs_train:
         t0 = perf_counter()

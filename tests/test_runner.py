@@ -341,3 +341,78 @@ def test_registration_methods_named_in_methods_are_scored_as_registration(tmp_pa
     assert epe["true-flow"] == pytest.approx(0.0, abs=1e-9) and epe["identity"] > 0.1
     # the fusion still ran after the shared (identity) registration
     assert set(df.loc[df["group"] == "fusion", "method"]) == {"average"}
+
+
+def _pair_folder(root, n=3, size=32, seed=0):
+    """A folder dataset of ``n`` smooth random pairs (pat/ and mri/ matched by name, no split)."""
+    from scipy import ndimage as ndi
+
+    from fusionbench.data.io import write_image
+
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        for role in ("pat", "mri"):
+            img = ndi.gaussian_filter(rng.random((size, size)), 2)
+            img = (img - img.min()) / (img.max() - img.min())
+            write_image(root / role / f"p{i}.png", img.astype(np.float32))
+    return f"folder:{root}"
+
+
+def test_shipped_weights_run_on_other_data_and_every_table_says_so(tmp_path, scratch_methods):
+    from fusionbench.weights import ship_weights
+
+    register_method("portable", kind="cnn")(_Trainable)
+    _Trainable.fits, _Trainable.shipped = 0, None
+    run(_config(tmp_path / "fit", methods=["portable"], fit=True, cache_dir=tmp_path / "c1"))
+    _Trainable.shipped = tmp_path / "shipped"
+    ship_weights(_Trainable(), next((tmp_path / "c1").glob("portable/*/weights")))
+    data = _pair_folder(tmp_path / "pairs")  # no train split: nothing to fit on, shipped weights run
+    try:
+        summary = run(_config(tmp_path / "real", methods=["average", "portable"], dataset=data,
+                              cache_dir=tmp_path / "c2"))
+        with pytest.raises(RunError, match="--fit portable: .*split"):
+            run(_config(tmp_path / "refit", methods=["portable"], dataset=data, fit=True, cache_dir=tmp_path / "c2"))
+    finally:
+        _Trainable.shipped = None
+    assert _Trainable.fits == 1 and summary.methods["portable"].ok == 3
+    note = summary.methods["portable"].weights
+    assert note.startswith(f"shipped: {SPEC} train split [") and summary.methods["average"].weights == ""
+    assert json.loads((tmp_path / "real" / "run.json").read_text())["weights"] == {"portable": note}
+    build_report(tmp_path / "real")
+    md = (tmp_path / "real" / "report" / "fusion.md").read_text()
+    assert "| Weights |" in md and note in md
+    csv = pd.read_csv(tmp_path / "real" / "report" / "fusion.csv").set_index("method")
+    assert csv.at["portable", "weights"] == note and pd.isna(csv.at["average", "weights"])
+
+
+def test_external_fused_images_are_scored_as_rows(tmp_path):
+    from fusionbench.data.io import write_image
+
+    data = _pair_folder(tmp_path / "pairs", size=32)
+    cases = load_dataset(data, "test")
+    ext = tmp_path / "ext"
+    for c in cases:  # another tool's fusion: the average, 28x28 as after valid convolutions
+        write_image(ext / f"{c.id}.png", (0.5 * (c.pat + c.mri))[2:-2, 2:-2])
+    base = dict(methods=["average"], dataset=data, metrics=["SF", "SSIM"])
+    with pytest.raises(RunError, match=r"p0\.png: fused image of 28x28 for a 32x32 pair; add ,size=crop"):
+        run(_config(tmp_path / "a", external=[f"other={ext}"], **base))
+    run(_config(tmp_path / "b", external=[f"other={ext},size=crop"], **base))
+    df = load_results(tmp_path / "b").query("group == 'fusion'")
+    sf = df[df["metric"] == "SF"].set_index(["method", "case"])["value"]
+    for c in cases:  # scored on the pair's centre crop: SF of the crop of the average, 8-bit rounded
+        fused = read_image(ext / f"{c.id}.png").astype(np.float64)
+        np.testing.assert_allclose(fused, 0.5 * (c.pat + c.mri)[2:-2, 2:-2], atol=0.5 / 255 + 1e-6)
+        want = np.sqrt(np.mean(np.diff(fused, axis=0) ** 2) + np.mean(np.diff(fused, axis=1) ** 2))
+        assert sf[("other", c.id)] == pytest.approx(want, rel=1e-6)
+    record = json.loads((tmp_path / "b" / "run.json").read_text())
+    assert record["methods"] == ["average", "other"] and record["weights"]["other"].startswith("external: ")
+    run(_config(tmp_path / "c", external=[f"other={ext},size=pad"], **base))
+    assert set(load_results(tmp_path / "c").query("group == 'fusion'")["method"]) == {"average", "other"}
+    (ext / "p1.png").unlink()
+    with pytest.raises(RunError, match=r"ext/p1\.\*: no fused image for case 'p1'"):
+        run(_config(tmp_path / "d", external=[f"other={ext},size=crop"], **base))
+    (ext / "p1.png").write_bytes(b"not an image")
+    with pytest.raises(RunError, match=r"p1\.png"):
+        run(_config(tmp_path / "e", external=[f"other={ext},size=crop"], **base))
+    with pytest.raises(RunError, match="unknown option"):
+        run(_config(tmp_path / "f", external=[f"other={ext},size=stretch"], **base))

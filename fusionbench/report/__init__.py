@@ -53,14 +53,15 @@ def build_report(run_dir: str | Path, *, figure_cases: int = 3) -> dict[str, lis
     joint = sorted(set(df.loc[df["group"] == "registration", "method"]) - set(reg_methods))
     written: dict[str, list[Path]] = {}
 
+    weights = info.get("weights", {})
     fusion = build_table(df, "fusion", f"Fusion metrics (after {registration} registration), "
-                         "mean ± std over test cases", fusion_methods)
+                         "mean ± std over test cases", fusion_methods, row_notes=weights)
     registration_tab = build_table(
         df, "registration", "Registration of PAT to MRI, mean ± std over test cases",
         reg_methods + joint,
         notes=["EPE in pixels inside the body, Dice in percent, Folding as a fraction; "
                "ground-truth columns only where the data have ground truth; Registration (s): "
-               "wall-clock seconds per pair in one worker, not ranked."])
+               "wall-clock seconds per pair in one worker, not ranked."], row_notes=weights)
     registration_tab = with_time_column(registration_tab, df, "registration")
     runtime = runtime_table(df, reg_methods + joint + fusion_methods)
     md_parts = [f"# fusionbench report: {run_dir.name}", "",

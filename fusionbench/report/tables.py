@@ -38,6 +38,11 @@ class Table:
     avg_rank: pd.Series | None = None
     labels: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: Per row, where its numbers come from (trained weights, an external folder): a last column.
+    row_notes: dict[str, str] = field(default_factory=dict)
+
+    def row_note(self, method: str) -> str:
+        return self.row_notes.get(method, "")
 
     @property
     def columns(self) -> list[str]:
@@ -60,8 +65,9 @@ class Table:
 
 
 def build_table(df: pd.DataFrame, group: str, title: str, methods: Sequence[str] | None = None,
-                notes: Sequence[str] = ()) -> Table:
-    """Aggregate ``group`` rows of ``df`` into a ranked :class:`Table`."""
+                notes: Sequence[str] = (), row_notes: dict[str, str] | None = None) -> Table:
+    """Aggregate ``group`` rows of ``df`` into a ranked :class:`Table`; ``row_notes`` (method ->
+    text) become its weights column."""
     agg = aggregate(df, group, methods)
     mean = agg["mean"].unstack("metric")
     order_rows = list(dict.fromkeys(agg.index.get_level_values(0)))
@@ -72,7 +78,8 @@ def build_table(df: pd.DataFrame, group: str, title: str, methods: Sequence[str]
     ranks = rank_methods(agg, group).reindex(order_rows) if not agg.empty else None
     return Table(title=title, mean=mean, std=std, n=n,
                  higher={c: higher_is_better(c, group) for c in order_cols},
-                 avg_rank=None if ranks is None else ranks["avg_rank"], notes=list(notes))
+                 avg_rank=None if ranks is None else ranks["avg_rank"], notes=list(notes),
+                 row_notes={m: t for m, t in (row_notes or {}).items() if t and m in order_rows})
 
 
 def runtime_table(df: pd.DataFrame, methods: Sequence[str] | None = None) -> Table:
@@ -153,6 +160,8 @@ def to_csv(table: Table) -> str:
         frame[f"{col}_n"] = table.n[col].astype("Int64")
     if table.avg_rank is not None:
         frame["avg_rank"] = table.avg_rank
+    if table.row_notes:
+        frame["weights"] = [table.row_note(m) for m in frame.index]
     return frame.to_csv(float_format="%.10g")
 
 
@@ -167,10 +176,12 @@ def to_latex(table: Table, label: str = "") -> str:
     cells, best = _cells(table)
     cols = table.columns
     has_rank = table.avg_rank is not None
-    spec = "l" + "c" * (len(cols) + has_rank)
+    spec = "l" + "c" * (len(cols) + has_rank) + "l" * bool(table.row_notes)
     head = ["Method"] + [_latex_escape(table.label(c)) + _arrow(table.higher.get(c), True) for c in cols]
     if has_rank:
         head.append(r"Avg.\ rank $\downarrow$")
+    if table.row_notes:
+        head.append("Weights")
     lines = [r"\begin{table}[htbp]", r"\centering", r"\caption{" + _latex_escape(table.title) + "}"]
     if label:
         lines.append(r"\label{" + label + "}")
@@ -190,6 +201,8 @@ def to_latex(table: Table, label: str = "") -> str:
             r = table.avg_rank.get(m)
             text = "--" if pd.isna(r) else f"{r:.2f}"
             row.append(r"\textbf{" + text + "}" if best_rank is not None and r == best_rank else text)
+        if table.row_notes:
+            row.append(r"{\footnotesize " + _latex_escape(table.row_note(m)) + "}")
         lines.append(" & ".join(row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}}"]
     for note in table.notes:
@@ -206,6 +219,8 @@ def to_markdown(table: Table) -> str:
     head = ["Method"] + [table.label(c) + _arrow(table.higher.get(c), False) for c in cols]
     if has_rank:
         head.append("Avg. rank ↓")
+    if table.row_notes:
+        head.append("Weights")
     lines = [f"### {table.title}", "", "| " + " | ".join(head) + " |",
              "|" + "|".join([":---"] + [":---:"] * (len(head) - 1)) + "|"]
     best_rank = table.avg_rank.min() if has_rank and table.avg_rank.notna().any() else None
@@ -222,6 +237,8 @@ def to_markdown(table: Table) -> str:
             r = table.avg_rank.get(m)
             text = "–" if pd.isna(r) else f"{r:.2f}"
             row.append(f"**{text}**" if best_rank is not None and r == best_rank else text)
+        if table.row_notes:
+            row.append(table.row_note(m).replace("|", r"\|"))
         lines.append("| " + " | ".join(row) + " |")
     lines += [""] + [f"_{note}_" for note in table.notes]
     return "\n".join(lines).rstrip() + "\n"
