@@ -12,18 +12,16 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from skimage.metrics import structural_similarity
 
 from baselines.fusion import _deep
-from baselines.fusion._deep import (
-    NATURAL_IMAGES, TrainingData, natural_images, parameter_count, ssim_torch,
-)
+from baselines.fusion._deep import NATURAL_IMAGES, TrainingData, natural_images
 from baselines.fusion.cnn import CNNFusion, SiameseFocusNet, blur_pairs, focus_loss, patch_average, pyramid_fuse
 from baselines.fusion.densefuse import DenseFuse, DenseFuseNet, densefuse_loss, fuse_features
 from baselines.fusion.vggml import VGGML, detail_weights, tikhonov_lowpass
 from fusionbench.data import Case
 from fusionbench.data.io import ImageError
 from fusionbench.methods import create_method, get_method_info
+from fusionbench.nn import parameter_count
 
 torch.set_num_threads(1)
 
@@ -57,19 +55,6 @@ def no_vgg(tmp_path, monkeypatch):
 
 
 # ============================================================================ _deep
-
-def test_ssim_torch_matches_skimage_gaussian():
-    a, b = smooth_image((40, 50), 1), smooth_image((40, 50), 2)
-    expected = structural_similarity(a.astype(np.float64), b.astype(np.float64), data_range=1.0,
-                                     gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
-    got = ssim_torch(torch.from_numpy(a)[None, None].double(), torch.from_numpy(b)[None, None].double())
-    assert float(got) == pytest.approx(expected, abs=1e-9)
-    assert float(ssim_torch(torch.from_numpy(a)[None, None], torch.from_numpy(a)[None, None])) == pytest.approx(1.0)
-    with pytest.raises(ValueError, match="smaller than"):
-        ssim_torch(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8))
-    with pytest.raises(ValueError, match=r"\(B, 1, H, W\)"):
-        ssim_torch(torch.zeros(1, 1, 16, 16), torch.zeros(1, 1, 16, 17))
-
 
 def test_natural_images_are_the_bundled_ones():
     imgs = natural_images()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.fusion._deep import TrainingData, parameter_count
+from baselines.fusion._deep import TrainingData
 from baselines.fusion.ddcgan import (DDcGAN, DDcGANDiscriminator, DDcGANGenerator, bce_discriminator_loss,
                                      ddcgan_content_loss, ddcgan_generator_loss, eight_neighbour_laplacian,
                                      expected_discriminator_parameters as ddcgan_d_params,
@@ -18,6 +18,7 @@ from baselines.fusion.u2fusion import (U2Fusion, U2FusionNet, expected_u2fusion_
                                        u2fusion_loss)
 from fusionbench.data import Case
 from fusionbench.methods import create_method, get_method_info
+from fusionbench.nn import parameter_count
 
 
 @pytest.fixture(autouse=True)

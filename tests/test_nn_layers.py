@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from fusionbench.nn import SpatialTransformer, VecInt, resolve_device, warp_torch
+from fusionbench.nn import SpatialTransformer, VecInt, parameter_count, resolve_device, to_tensor, warp_torch
 from fusionbench.warp import warp
 
 
@@ -58,3 +58,18 @@ def test_resolve_device_auto_is_cpu_without_cuda():
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected
     assert resolve_device("cpu").type == "cpu"
+
+
+def test_to_tensor_is_a_float32_batch_of_one():
+    img = np.arange(12, dtype=np.float64).reshape(3, 4)[:, ::2]  # not contiguous, not float32
+    t = to_tensor(img)
+    assert t.shape == (1, 1, 3, 2) and t.dtype == torch.float32 and t.device.type == "cpu"
+    np.testing.assert_array_equal(t[0, 0].numpy(), img)
+
+
+def test_parameter_count_of_a_module_and_of_parameters():
+    conv = torch.nn.Conv2d(3, 8, 3)  # 8·3·3·3 weights + 8 biases, trainable or not
+    assert parameter_count(conv) == 224
+    conv.bias.requires_grad_(False)
+    assert parameter_count(conv) == 224
+    assert parameter_count([conv.weight]) == 216

@@ -5,10 +5,9 @@ from skimage import data, transform
 
 from baselines.registration.mi_bspline import MIBSpline, transform_to_flow
 from baselines.registration.regions import body_region
-from baselines.registration.voxelmorph import (VoxelMorph, VxmDense, expected_vxm_parameters, gradient_loss,
-                                               parzen_mi_loss,
-                                               local_ncc_loss, parameter_count)
+from baselines.registration.voxelmorph import VoxelMorph, VxmDense, expected_vxm_parameters
 from fusionbench.methods import create_method, list_methods
+from fusionbench.nn import parameter_count
 from fusionbench.warp import warp
 
 
@@ -76,41 +75,6 @@ def test_untrained_voxelmorph_is_near_identity():
     x = torch.rand(1, 1, 64, 64)
     _, flow = VxmDense()(x, torch.rand(1, 1, 64, 64))
     assert flow.abs().max() < 1e-2
-
-
-def test_gradient_loss_of_linear_field_by_hand():
-    flow = torch.zeros(1, 2, 4, 5)
-    flow[0, 0] = torch.arange(4.0)[:, None] * 2  # row derivative 2 everywhere, column derivative 0
-    # 0.5 * (mean(dy^2) + mean(dx^2)); dy over both channels: channel 0 -> 4, channel 1 -> 0
-    assert float(gradient_loss(flow)) == pytest.approx(0.5 * (2.0 + 0.0))
-
-
-def test_local_ncc_loss_is_minus_one_for_proportional_images():
-    # zero padding keeps a and 3a proportional in every window, borders included
-    rng = np.random.default_rng(0)
-    a = torch.from_numpy(rng.random((1, 1, 24, 24)).astype(np.float32))
-    assert float(local_ncc_loss(a, 3 * a)) == pytest.approx(-1.0, abs=1e-3)
-    assert float(local_ncc_loss(a, torch.from_numpy(rng.random((1, 1, 24, 24)).astype(np.float32)))) > -0.2
-
-
-def _halves(axis):
-    img = torch.zeros(1, 1, 16, 16)
-    if axis == 0:
-        img[..., 8:, :] = 1.0
-    else:
-        img[..., :, 8:] = 1.0
-    return img
-
-
-def test_parzen_mi_of_two_level_images_by_hand():
-    # Identical half/half binary images: two equiprobable joint states, MI = ln 2 (the Parzen
-    # windows at 0 and 1 do not overlap at 32 bins); orthogonal halves are independent, MI = 0.
-    top_bottom, left_right = _halves(0), _halves(1)
-    assert float(parzen_mi_loss(top_bottom, top_bottom)) == pytest.approx(-np.log(2), abs=1e-6)
-    assert float(parzen_mi_loss(top_bottom, left_right)) == pytest.approx(0.0, abs=1e-6)
-    # Inside the left half only, left_right is constant: no shared information there.
-    left = 1.0 - left_right
-    assert float(parzen_mi_loss(top_bottom, left_right, mask=left)) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_body_region_is_the_dilated_body():

@@ -28,7 +28,6 @@ The weights a fused image came from are recorded in ``config()["weights"]`` (``r
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import time
 import warnings
@@ -37,20 +36,18 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fusionbench.data.io import as_image, check_same_shape
 from fusionbench.methods import FusionMethod, Trainable
 from fusionbench.nn.layers import resolve_device
-from fusionbench.nn.training import load_state, save_state, seed_everything
+from fusionbench.nn.training import load_state, parameter_count, save_state, seed_everything
 from fusionbench.weights import load_into, shipped_state, weights_note
 
 from ..common import DEFAULT_ROLES
 
 __all__ = [
     "WEIGHTS_DIR", "NATURAL_IMAGES", "natural_images", "TrainingData", "TorchFusion", "TrainableFusion",
-    "ssim_torch", "parameter_count", "to_tensor",
 ]
 
 #: Where shipped weights live (``NAME.pt`` and its ``NAME.json`` provenance).
@@ -60,16 +57,6 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 #: natural-image part of the offline training set.
 NATURAL_IMAGES = ("camera", "astronaut", "brick", "grass", "gravel", "moon", "coins", "text", "cell",
                   "clock", "horse", "shepp_logan_phantom", "retina")
-
-
-def parameter_count(module: nn.Module) -> int:
-    """Number of parameters (trainable or not) of ``module``."""
-    return sum(p.numel() for p in module.parameters())
-
-
-def to_tensor(img: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """(H, W) float array -> (1, 1, H, W) float32 tensor on ``device``."""
-    return torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None].to(device)
 
 
 @functools.lru_cache(maxsize=1)
@@ -150,48 +137,6 @@ class TrainingData:
         idx = rng.integers(len(self.pairs), size=batch)
         crops = [self._crop(np.stack(self.pairs[i]), patch, rng) for i in idx]
         return torch.from_numpy(np.ascontiguousarray(np.stack(crops)))
-
-
-# --------------------------------------------------------------------------------------------
-# Losses shared by several methods
-# --------------------------------------------------------------------------------------------
-
-def _gaussian_window(size: int, sigma: float, device, dtype) -> torch.Tensor:
-    x = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
-    g = torch.exp(-x * x / (2 * sigma * sigma))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :])[None, None]
-
-
-def ssim_torch(x: torch.Tensor, y: torch.Tensor, *, data_range: float = 1.0, win_size: int = 11,
-               sigma: float = 1.5, reduction: str = "mean") -> torch.Tensor:
-    """Differentiable SSIM (Wang et al., IEEE TIP 2004) of (B, 1, H, W) tensors.
-
-    Gaussian 11×11 window with σ = 1.5, K1 = 0.01, K2 = 0.03, population (biased) statistics and
-    the 'valid' part of the map: the convention of scikit-image's
-    ``structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False)`` and of
-    the TF ``tf.image.ssim`` the DenseFuse/U2Fusion code trains with. ``reduction="none"`` returns
-    one value per batch item.
-    """
-    if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 1:
-        raise ValueError(f"ssim_torch needs two (B, 1, H, W) tensors of one shape, got "
-                         f"{tuple(x.shape)} and {tuple(y.shape)}")
-    if min(x.shape[-2:]) < win_size:
-        raise ValueError(f"ssim_torch: images of {tuple(x.shape[-2:])} are smaller than the "
-                         f"{win_size}×{win_size} window")
-    win = _gaussian_window(win_size, sigma, x.device, x.dtype)
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    mx, my = F.conv2d(x, win), F.conv2d(y, win)
-    sxx = F.conv2d(x * x, win) - mx * mx
-    syy = F.conv2d(y * y, win) - my * my
-    sxy = F.conv2d(x * y, win) - mx * my
-    smap = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
-    per_item = smap.flatten(1).mean(1)
-    if reduction == "none":
-        return per_item
-    if reduction == "mean":
-        return per_item.mean()
-    raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -38,8 +38,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusionbench.methods import register_method
+from fusionbench.nn.layers import to_tensor
 
-from ._deep import TrainableFusion, TrainingData, to_tensor
+from ._deep import TrainableFusion, TrainingData
 
 __all__ = [
     "DDcGAN", "batches_seen",

@@ -24,8 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusionbench.methods import register_method
+from fusionbench.nn.layers import to_tensor
+from fusionbench.nn.losses import ssim
 
-from ._deep import TrainableFusion, ssim_torch, to_tensor
+from ._deep import TrainableFusion
 
 __all__ = ["DenseFuseNet", "DenseFuse", "densefuse_loss", "fuse_features", "STRATEGIES"]
 
@@ -67,10 +69,10 @@ class DenseFuseNet(nn.Module):
 
 
 def densefuse_loss(output: torch.Tensor, target: torch.Tensor, ssim_weight: float = 100.0) -> dict[str, torch.Tensor]:
-    """L = MSE + λ(1 − SSIM) with the terms; SSIM as :func:`baselines.fusion._deep.ssim_torch`."""
+    """L = MSE + λ(1 − SSIM) with the terms; SSIM as :func:`fusionbench.nn.losses.ssim` ('valid', TF's)."""
     mse = F.mse_loss(output, target)
-    ssim = ssim_torch(output, target)
-    return {"loss": mse + ssim_weight * (1.0 - ssim), "mse": mse, "ssim": ssim}
+    similarity = ssim(output, target)
+    return {"loss": mse + ssim_weight * (1.0 - similarity), "mse": mse, "ssim": similarity}
 
 
 def fuse_features(fa: torch.Tensor, fb: torch.Tensor, strategy: str = "addition") -> torch.Tensor:

@@ -46,8 +46,9 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from fusionbench.methods import register_method
+from fusionbench.nn.layers import to_tensor
 
-from ._deep import TrainableFusion, TrainingData, to_tensor
+from ._deep import TrainableFusion, TrainingData
 from .ddcgan import (TF_BN_EPS, _GeneratorOnlyWeights, adversarial_loss, bce_discriminator_loss, batches_seen,
                      clip_weights_, eight_neighbour_laplacian, tf_truncated_normal_)
 

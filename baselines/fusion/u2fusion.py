@@ -44,8 +44,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusionbench.methods import register_method
+from fusionbench.nn.layers import to_tensor
+from fusionbench.nn.losses import ssim
 
-from ._deep import TrainableFusion, TrainingData, ssim_torch, to_tensor
+from ._deep import TrainableFusion, TrainingData
 from .ddcgan import clip_weights_, eight_neighbour_laplacian, tf_truncated_normal_
 
 __all__ = [
@@ -134,7 +136,7 @@ def u2fusion_loss(fused: torch.Tensor, first: torch.Tensor, second: torch.Tensor
         raise ValueError(f"weights must be (B, 2) = ({fused.shape[0]}, 2), got {tuple(weights.shape)}")
     total = 0.0
     for k, src in enumerate((first, second)):
-        dissimilarity = 1.0 - ssim_torch(fused, src, reduction="none")
+        dissimilarity = 1.0 - ssim(fused, src, reduction="none")
         mse = (fused - src).pow(2).flatten(1).mean(1)
         total = total + weights[:, k] * (dissimilarity + 20.0 * mse)
     return total.mean()

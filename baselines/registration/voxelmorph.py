@@ -8,9 +8,11 @@ half resolution. Warping uses the project's one convention (:mod:`fusionbench.nn
 
 PAT and MRI are different modalities, so the stock MSE/NCC similarity does not apply: ``loss="mi"``
 (default for ``voxelmorph``) maximises a differentiable Parzen-window mutual information measured
-around the fixed image's body (:func:`parzen_mi_loss`); ``loss="ncc"`` (local NCC, 9×9) is for
-same-modality pairs such as pseudo-MRI → MRI in ``p2m+vm``. Smoothness: λ · mean squared spatial
-gradient of the displacement. The network works at a fixed size (128² by default).
+around the fixed image's body (:func:`fusionbench.nn.losses.parzen_mi_loss`); ``loss="ncc"`` (local
+NCC, 9×9, :func:`fusionbench.nn.losses.local_ncc_loss`) is for same-modality pairs such as
+pseudo-MRI → MRI in ``p2m+vm``. Smoothness: λ · mean squared spatial gradient of the displacement
+(:func:`fusionbench.nn.losses.smoothness_loss`, ``"l2"``). The network works at a fixed size (128²
+by default).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from torch import nn
 from fusionbench.data.io import as_image, check_same_shape
 from fusionbench.methods import RegistrationMethod, Trainable, register_method
 from fusionbench.nn.layers import SpatialTransformer, VecInt, resolve_device
+from fusionbench.nn.losses import local_ncc_loss, parzen_mi_loss, smoothness_loss
 from fusionbench.nn.training import load_state, save_state, seed_everything
 from fusionbench.warp import resize_flow, warp
 from fusionbench.weights import load_into, shipped_state
@@ -115,54 +118,6 @@ class VxmDense(nn.Module):
     def forward(self, moving, fixed):
         flow = self.flow(moving, fixed)
         return self.transformer(moving, flow), flow
-
-
-def gradient_loss(flow: torch.Tensor) -> torch.Tensor:
-    """Mean squared forward difference of the displacement (VoxelMorph's Grad-L2)."""
-    dy = flow[:, :, 1:, :] - flow[:, :, :-1, :]
-    dx = flow[:, :, :, 1:] - flow[:, :, :, :-1]
-    return 0.5 * (dy.pow(2).mean() + dx.pow(2).mean())
-
-
-def local_ncc_loss(a: torch.Tensor, b: torch.Tensor, window: int = 9, eps: float = 1e-5) -> torch.Tensor:
-    """Negative mean squared local normalised cross-correlation (VoxelMorph's NCC)."""
-    kernel = torch.ones(1, 1, window, window, device=a.device, dtype=a.dtype)
-    pad = window // 2
-    n = window * window
-
-    def box(x):
-        return F.conv2d(x, kernel, padding=pad)
-
-    sa, sb = box(a), box(b)
-    saa, sbb, sab = box(a * a), box(b * b), box(a * b)
-    cross = sab - sa * sb / n
-    var_a = saa - sa * sa / n
-    var_b = sbb - sb * sb / n
-    return -(cross * cross / (var_a * var_b + eps)).mean()
-
-
-def parzen_mi_loss(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None, bins: int = 32
-                   ) -> torch.Tensor:
-    """Negative mutual information of (B, 1, H, W) images in [0, 1] from a soft joint histogram.
-
-    Each intensity votes into ``bins`` Gaussian Parzen windows (width one bin spacing; Viola &
-    Wells 1997, Mattes et al. 2003), weighted by ``mask`` so that only the region around the body
-    counts: on the phantom the water around the body is flat in both modalities and dominates an
-    unmasked histogram. Mean over the batch; in nats.
-    """
-    batch = a.shape[0]
-    a, b = a.reshape(batch, -1, 1).clamp(0, 1), b.reshape(batch, -1, 1).clamp(0, 1)
-    m = torch.ones_like(a) if mask is None else mask.reshape(batch, -1, 1).to(a.dtype)
-    centres = torch.linspace(0, 1, bins, device=a.device, dtype=a.dtype).view(1, 1, -1)
-    width = 1.0 / (bins - 1)
-
-    def votes(x):
-        w = torch.exp(-0.5 * ((x - centres) / width) ** 2)
-        return w / w.sum(2, keepdim=True)
-
-    joint = torch.bmm((votes(a) * m).transpose(1, 2), votes(b)) / m.sum(1, keepdim=True).clamp_min(1.0)
-    pa, pb = joint.sum(2, keepdim=True), joint.sum(1, keepdim=True)
-    return -(joint * torch.log((joint + 1e-10) / (pa * pb + 1e-10))).sum((1, 2)).mean()
 
 
 def similarity_loss(kind: str):
@@ -274,7 +229,7 @@ class LearnedRegistration(Trainable, RegistrationMethod):
             x = _augment(data[idx], rng).to(device)
             mov, fix, region = x[:, :1], x[:, 1:2], x[:, 2:3]
             warped, flow = net(mov, fix)
-            loss = sim(warped, fix, region) + self.smooth * gradient_loss(flow)
+            loss = sim(warped, fix, region) + self.smooth * smoothness_loss(flow, "l2")
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -331,10 +286,6 @@ class VoxelMorph(LearnedRegistration):
         return {**super().train_config(), "moving_sigma": self.moving_sigma}
 
 
-def parameter_count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 def expected_vxm_parameters(enc=(16, 32, 32, 32), dec=(32, 32, 32, 32), final=(32, 16, 16)) -> int:
     """Parameter count of the reference VxmDense 2-D U-Net, derived layer by layer (3×3 convs + bias)."""
     def conv(cin, cout):
@@ -354,6 +305,4 @@ def expected_vxm_parameters(enc=(16, 32, 32, 32), dec=(32, 32, 32, 32), final=(3
     return total + conv(prev, 2)
 
 
-__all__ = ["VxmDense", "VxmUNet", "VoxelMorph", "LearnedRegistration", "gradient_loss", "local_ncc_loss", "parzen_mi_loss",
-           "similarity_loss", "expected_vxm_parameters",
-           "parameter_count"]
+__all__ = ["VxmDense", "VxmUNet", "VoxelMorph", "LearnedRegistration", "similarity_loss", "expected_vxm_parameters"]

@@ -6,6 +6,7 @@ bilinear, border padding. A test holds the two to the same numbers.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,6 +17,11 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def to_tensor(img: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(H, W) float array -> (1, 1, H, W) float32 tensor on ``device``."""
+    return torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None].to(device)
 
 
 def _base_grid(h: int, w: int, device, dtype) -> torch.Tensor:

@@ -1,13 +1,15 @@
-"""Helpers shared by every trainable method: seeding and state-dict files (their provenance is
-:mod:`fusionbench.weights`'s)."""
+"""Helpers shared by every trainable method: seeding, parameter counts and state-dict files (their
+provenance is :mod:`fusionbench.weights`'s)."""
 from __future__ import annotations
 
 import io
 import random
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
+from torch import nn
 
 from fusionbench.data.io import atomic_write_bytes
 
@@ -17,6 +19,12 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def parameter_count(module: nn.Module | Iterable[nn.Parameter]) -> int:
+    """Number of parameters (trainable or not) of a module, or of an iterable of parameters."""
+    params = module.parameters() if isinstance(module, nn.Module) else module
+    return sum(p.numel() for p in params)
 
 
 def save_state(path: str | Path, state: dict[str, torch.Tensor]) -> None:
