@@ -8,9 +8,13 @@ with every task, because a trained network may weigh tens of megabytes. A task t
 
 The results never depend on the executor: every task is a pure function of its inputs, and the
 caller sorts what it assembles (DESIGN §6; data notes §4 on joblib/Dask).
+
+:func:`pool_map` is the package's one local process pool: :class:`ProcessExecutor` runs on it, and
+so does any other code that needs worker processes (the organ-model training, for one).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import multiprocessing
 import os
@@ -20,7 +24,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Callable, Iterable, Iterator
 
 __all__ = ["Executor", "SerialExecutor", "ProcessExecutor", "DaskExecutor", "make_executor",
-           "default_jobs"]
+           "default_jobs", "pool_map"]
 
 # Worker-side cache of unpickled contexts, keyed by the digest of their pickle.
 _CONTEXTS: dict[str, Any] = {}
@@ -32,6 +36,41 @@ def default_jobs() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def pool_map(fn: Callable[..., Any], argsets: Iterable[tuple], jobs: int, *, mp_context=None,
+             initializer: Callable[..., None] | None = None, initargs: tuple = (),
+             return_exceptions: bool = False) -> Iterator[tuple[tuple, Any]]:
+    """``fn(*args)`` for every argument tuple on at most ``jobs`` worker processes.
+
+    Yields ``(args, result)`` in completion order, so the caller can advance a progress display
+    as tasks finish. Workers start with ``mp_context`` (default ``spawn``: safe with threads, such
+    as torch's, BLAS's or a progress bar's, in the parent) and run ``initializer(*initargs)``
+    first. A task that raises, or whose worker dies, raises here; with ``return_exceptions`` its
+    exception is yielded as the result instead. Tasks not yet started are cancelled when the
+    caller stops iterating or an exception propagates.
+    """
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    argsets = [tuple(args) for args in argsets]
+    if not argsets:
+        return
+    ctx = mp_context if mp_context is not None else multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(jobs, len(argsets)), mp_context=ctx, initializer=initializer,
+                             initargs=initargs) as pool:
+        futures = {pool.submit(fn, *args): args for args in argsets}
+        try:
+            for fut in as_completed(futures):
+                try:
+                    result = fut.result()
+                except Exception as exc:  # noqa: BLE001 - e.g. a worker killed by the OS
+                    if not return_exceptions:
+                        raise
+                    result = exc
+                yield futures[fut], result
+        finally:
+            for fut in futures:
+                fut.cancel()
 
 
 def _single_thread_libraries() -> None:
@@ -118,21 +157,11 @@ class ProcessExecutor(Executor):
 
     def run(self, fn, tasks, context):
         token, blob = _pickle_context(context)
-        tasks = list(tasks)
-        if not tasks:
-            return
-        with ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)), mp_context=self._mp_context,
-                                 initializer=_install_context, initargs=(token, blob)) as pool:
-            futures = {pool.submit(_call_with_context, fn, token, None, task): task for task in tasks}
-            try:
-                for fut in as_completed(futures):
-                    try:
-                        yield futures[fut], fut.result()
-                    except Exception as exc:  # noqa: BLE001 - e.g. a worker killed by the OS
-                        yield futures[fut], exc
-            finally:
-                for fut in futures:
-                    fut.cancel()
+        call = functools.partial(_call_with_context, fn, token, None)
+        for (task,), result in pool_map(call, [(task,) for task in tasks], self.workers, mp_context=self._mp_context,
+                                        initializer=_install_context, initargs=(token, blob),
+                                        return_exceptions=True):
+            yield task, result
 
 
 class DaskExecutor(Executor):

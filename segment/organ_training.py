@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -52,7 +51,7 @@ def train_sources(data: Mapping[str, tuple[Sequence, Sequence]], workdir: str | 
         Load a source's model instead of training when its saved config and training-data hash
         match.
     """
-    from fusionbench.executors import default_jobs
+    from fusionbench.executors import default_jobs, pool_map
 
     config = training_config(preset, **overrides)
     workdir = Path(workdir)
@@ -87,12 +86,8 @@ def train_sources(data: Mapping[str, tuple[Sequence, Sequence]], workdir: str | 
                 log(f"training the organ model of {s}")
             _train_one(s, config, x, y, f, None, log)
     else:
-        import multiprocessing
-
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(_train_one, s, config, x, y, f, threads) for s, (x, y, f) in todo.items()]
-            for fut in as_completed(futures):
-                fut.result()
+        for _ in pool_map(_train_one, [(s, config, x, y, f, threads) for s, (x, y, f) in todo.items()], jobs):
+            pass
     for s, (_, _, f) in todo.items():
         models[s] = OrganModel.load(f)
     return {s: models[s] for s in data}
