@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fusionbench.data.datasets import dataset_fingerprint, load_dataset, parse_dataset_spec
-from fusionbench.data.folder import SplitError, load_folder
+from fusionbench.data.folder import SplitError, auto_split, load_folder
 
 
 def _folder(root: Path, ids=("a", "b"), shape=(8, 6)) -> Path:
@@ -34,6 +34,9 @@ def _folder(root: Path, ids=("a", "b"), shape=(8, 6)) -> Path:
     ("folder:/d,resize=256x300,intensity=minmax,to_gray=true,slice_axis=0",
      ("folder", {"path": "/d", "resize": (256, 300), "intensity": "minmax", "to_gray": True, "slice_axis": 0})),
     ("folder:/d, resize = 64", ("folder", {"path": "/d", "resize": 64})),
+    ("folder:/d,split=auto,misalign=severe,seed=2",
+     ("folder", {"path": "/d", "split": "auto", "misalign": "severe", "seed": 2})),
+    ("folder:/d,split=auto:0.6/0.2/0.2", ("folder", {"path": "/d", "split": "auto:0.6/0.2/0.2"})),
 ])
 def test_parse_dataset_spec(spec, expected):
     assert parse_dataset_spec(spec) == expected
@@ -84,6 +87,40 @@ def test_load_dataset_folder_matches_load_folder_and_applies_spec_options(tmp_pa
         load_dataset(f"folder:{root}", jobs=2)
     with pytest.raises(ValueError, match=r"data,colour=1: dataset folder not found"):
         load_dataset(f"folder:{root},colour=1")  # not an option, so part of the path
+
+
+def test_split_auto_follows_the_advice_of_the_split_error(tmp_path):
+    ids = [f"p{i:02d}" for i in range(30)]
+    root = _folder(tmp_path / "data", ids=ids)
+    with pytest.raises(SplitError) as info:
+        load_dataset(f"folder:{root}", split="train")
+    advice = next(w for w in str(info.value).split() if w.startswith("folder:"))
+    assert advice == f"folder:{root},split=auto"
+    train = load_dataset(advice, split="train")
+    assert [c.id for c in train] == [i for i in ids if auto_split(i) == "train"] and len(train) >= 15
+    assert all(c.meta["split"] == "train" for c in train)
+    custom = load_dataset(f"folder:{root},split=auto:0/0/1", split="test")
+    assert len(custom) == 30
+    assert load_dataset(f"folder:{root}", split="val", split_fractions=(0, 1, 0))[0].meta["split"] == "val"
+    with pytest.raises(ValueError, match=r"split=sometimes: expected split=auto"):
+        load_dataset(f"folder:{root},split=sometimes")
+
+
+def test_misalign_options_are_checked(tmp_path):
+    root = _folder(tmp_path / "data", shape=(40, 40))
+    with pytest.raises(ValueError, match=r"seed=3 without misalign="):
+        load_dataset(f"folder:{root},seed=3")
+    with pytest.raises(ValueError, match=r"seed='x' must be an integer"):
+        load_dataset(f"folder:{root},misalign=mild,seed=x")
+    with pytest.raises(ValueError, match=r"misalign='huge': expected one of mild, moderate, severe"):
+        load_dataset(f"folder:{root},misalign=huge")
+    via_spec = load_dataset(f"folder:{root},misalign=Moderate,seed=3")
+    direct = load_folder(root, misalign="moderate", misalign_seed=3)
+    for x, y in zip(via_spec, direct):
+        np.testing.assert_array_equal(x.flow_true, y.flow_true)
+        np.testing.assert_array_equal(x.pat, y.pat)
+    assert via_spec[0].meta["misalign"] == "moderate" and via_spec[0].meta["misalign_seed"] == 3
+    assert load_dataset(f"folder:{root},misalign=moderate,seed=3", misalign_seed=4)[0].meta["misalign_seed"] == 4
 
 
 def test_load_dataset_phantom_passes_the_config(monkeypatch):
@@ -147,6 +184,36 @@ def test_folder_fingerprint_sees_every_change(tmp_path):
     assert changed()
     os.rename(root / "labels_mri" / "a.png", root / "labels_mri" / "b.png")  # moved to another case
     assert changed()
+
+
+def test_folder_fingerprint_sees_split_and_misalign_options(tmp_path):
+    root = _folder(tmp_path / "data")
+    plain = dataset_fingerprint(f"folder:{root}")
+    auto = dataset_fingerprint(f"folder:{root},split=auto")
+    assert auto != plain
+    assert dataset_fingerprint(f"folder:{root},split=auto:0.7/0.1/0.2") == auto  # the defaults
+    assert dataset_fingerprint(f"folder:{root}", split_fractions=(0.7, 0.1, 0.2)) == auto
+    assert dataset_fingerprint(f"folder:{root},split=auto:0.6/0.2/0.2") not in {plain, auto}
+    levels = {dataset_fingerprint(f"folder:{root},misalign={lv}") for lv in ("mild", "moderate", "severe")}
+    assert len(levels) == 3 and plain not in levels and auto not in levels
+    mild = dataset_fingerprint(f"folder:{root},misalign=mild")
+    assert dataset_fingerprint(f"folder:{root},misalign=mild,seed=0") == mild  # the default seed
+    assert dataset_fingerprint(f"folder:{root},misalign=mild,seed=1") != mild
+    assert dataset_fingerprint(f"folder:{root},misalign=mild,split=auto") not in {mild, auto}
+
+
+def test_misalign_fingerprint_tracks_the_deformation_model(monkeypatch, tmp_path):
+    phantom = pytest.importorskip("fusionbench.data.phantom")
+    from fusionbench.data import misalign
+
+    root = _folder(tmp_path / "data")
+    plain, mild = dataset_fingerprint(f"folder:{root}"), dataset_fingerprint(f"folder:{root},misalign=mild")
+    monkeypatch.setattr(phantom, "GENERATOR_VERSION", phantom.GENERATOR_VERSION + "-next")
+    assert dataset_fingerprint(f"folder:{root},misalign=mild") != mild
+    assert dataset_fingerprint(f"folder:{root}") == plain
+    monkeypatch.undo()
+    monkeypatch.setattr(misalign, "MISALIGN_VERSION", misalign.MISALIGN_VERSION + "-next")
+    assert dataset_fingerprint(f"folder:{root},misalign=mild") != mild
 
 
 def test_manifest_fingerprint_includes_the_manifest(tmp_path):

@@ -1,7 +1,9 @@
 """The folder loader: layouts, formats, volumes, resize, splits, and one clear error per problem."""
 from __future__ import annotations
 
+import collections
 import csv
+import math
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -15,7 +17,8 @@ from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from skimage.transform import resize as sk_resize
 
 from fusionbench.data import Case, ImageError
-from fusionbench.data.folder import SplitError, discover_pairs, folder_files, load_folder
+from fusionbench.data.folder import (DEFAULT_SPLIT_FRACTIONS, SPLITS, SplitError, auto_split, discover_pairs,
+                                     folder_files, load_folder, parse_split_option)
 
 MR_SMALL = Path(pydicom.__file__).parent / "data" / "test_files" / "MR_small.dcm"
 SHAPE = (12, 10)
@@ -393,3 +396,76 @@ def test_discovery_reads_no_pixels(tmp_path):
     (tmp_path / "mri" / "a.png").write_bytes(b"garbage")  # only loading notices
     (entry,) = discover_pairs(tmp_path)
     assert entry.id == "a" and set(entry.files) == {"pat", "mri"} and entry.split is None
+
+
+# --- split=auto ----------------------------------------------------------------------------------
+
+def test_auto_split_pins_the_rule_on_hand_checkable_hashes():
+    # sha256("1") = 6b86b273ff34fce1..., u = 0x6b86b273ff34fce1 / 2**64 = 0.4200 < 0.7 -> train;
+    # sha256("a") = ca978112ca1bbdca... -> 0.7914 in [0.7, 0.8) -> val; sha256("2") = d4735e3a... -> 0.8299 -> test.
+    assert [auto_split(s) for s in ("1", "a", "2")] == ["train", "val", "test"]
+    assert auto_split("a", (0.8, 0.1, 0.1)) == "train" and auto_split("1", (0.4, 0.1, 0.5)) == "val"
+    assert DEFAULT_SPLIT_FRACTIONS == (0.7, 0.1, 0.2)
+
+
+@pytest.mark.parametrize("n", [200, 20000])
+@pytest.mark.parametrize("fractions", [(0.7, 0.1, 0.2), (0.5, 0.25, 0.25)])
+def test_auto_split_fractions(n, fractions):
+    # Each id falls in a split independently with probability f (a uniform hash), so a split's count
+    # is Binomial(n, f): |count - n f| <= 4 sqrt(n f (1 - f)) (for 200 ids and 70 %: 140 ± 26; for
+    # 20000 ids: fraction ± 0.013). A uniform hash fails one bound with probability ~6e-5.
+    counts = collections.Counter(auto_split(f"case{i:05d}", fractions) for i in range(n))
+    for split, f in zip(SPLITS, fractions):
+        assert abs(counts[split] - n * f) <= 4 * math.sqrt(n * f * (1 - f)), (split, counts)
+
+
+def test_auto_split_is_deterministic_and_ignores_order_and_other_files(tmp_path):
+    ids = [f"m{i:02d}" for i in range(40)]
+    _pairs(tmp_path / "a", ids)
+    first = {c.id: c.meta["split"] for c in load_folder(tmp_path / "a", split_fractions=DEFAULT_SPLIT_FRACTIONS)}
+    assert first == {c.id: c.meta["split"] for c in load_folder(tmp_path / "a", split_fractions="auto")}
+    assert first == {i: auto_split(i) for i in ids} and set(first.values()) == set(SPLITS)
+    # a manifest listing the same pairs in another order
+    order = np.random.default_rng(0).permutation(ids)
+    _write_csv(tmp_path / "a" / "list.csv", ["id", "pat", "mri"], [[i, f"pat/{i}.png", f"mri/{i}.png"] for i in order])
+    assert {c.id: c.meta["split"] for c in load_folder(tmp_path / "a" / "list.csv", split_fractions="auto")} == first
+    # adding pairs moves none of the others
+    _pairs(tmp_path / "a", [f"new{i}" for i in range(10)])
+    grown = {c.id: c.meta["split"] for c in load_folder(tmp_path / "a", split_fractions="auto")}
+    assert len(grown) == 50 and {i: grown[i] for i in ids} == first
+    # each split holds exactly its cases, and together they hold every case
+    per_split = {s: [c.id for c in load_folder(tmp_path / "a", split=s, split_fractions="auto")] for s in SPLITS}
+    assert sorted(sum(per_split.values(), [])) == sorted(grown)
+    assert all(grown[i] == s for s, members in per_split.items() for i in members)
+
+
+def test_auto_split_keeps_a_volume_in_one_split(tmp_path):
+    (tmp_path / "pat").mkdir()
+    (tmp_path / "mri").mkdir()
+    for name in ("v1", "v2", "v3"):
+        np.save(tmp_path / "pat" / f"{name}.npy", np.zeros((3, *SHAPE), np.uint8))
+        np.save(tmp_path / "mri" / f"{name}.npy", np.zeros((3, *SHAPE), np.uint8))
+    cases = load_folder(tmp_path, split_fractions="auto")
+    assert len(cases) == 9
+    assert all(c.meta["split"] == auto_split(c.id.rsplit("_z", 1)[0]) for c in cases)
+
+
+def test_auto_split_options_and_conflicts(tmp_path):
+    assert parse_split_option("auto") == DEFAULT_SPLIT_FRACTIONS
+    assert parse_split_option("AUTO:0.8/0/0.2") == (0.8, 0.0, 0.2)
+    for bad in ("random", "auto:0.5/0.5", "auto:0.5/0.3/0.3", "auto:-0.1/0.6/0.5", "auto:a/b/c", "train"):
+        with pytest.raises(ImageError, match=r"split="):
+            parse_split_option(bad)
+    _pairs(tmp_path / "train", ["t1"])
+    _pairs(tmp_path / "test", ["s1"])
+    with pytest.raises(ImageError, match=r"split=auto, but the dataset defines its own split \(test, train"):
+        load_folder(tmp_path, split_fractions="auto")
+
+
+def test_no_split_message_is_one_line_naming_both_ways(tmp_path):
+    _pairs(tmp_path, ["a", "b"])
+    with pytest.raises(SplitError) as info:
+        load_folder(tmp_path, split="val")
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"folder:{tmp_path},split=auto" in message and "'split' column" in message and "manifest.csv" in message

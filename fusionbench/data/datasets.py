@@ -7,7 +7,16 @@ A spec is ``KIND`` or ``KIND:PARAMS``:
   :meth:`fusionbench.data.phantom.PhantomConfig.from_params` (``n`` = number of test pairs);
 - ``folder:PATH`` -- the user's pairs (:func:`fusionbench.data.folder.load_folder`); loader
   options may follow the path as ``folder:PATH,resize=256x256,intensity=minmax,to_gray=true,
-  slice_axis=0``. Only these option names are split off, so a path may contain commas.
+  slice_axis=0``. Only these option names are split off, so a path may contain commas. Two more
+  options derive data from the files:
+
+  - ``split=auto`` (or ``split=auto:0.7/0.1/0.2``) -- a deterministic train/val/test split for a
+    folder that has none, by a hash of each pair's file stem (70/10/20 % by default;
+    :func:`fusionbench.data.folder.auto_split`). Without it such a folder is all ``test``.
+  - ``misalign=mild|moderate|severe`` with optional ``seed=N`` (default 0) -- the pairs are
+    registered: each PAT is moved by the phantom's deformation model and the true flow is
+    recorded, giving endpoint errors (and warped-label Dice where labels exist) on real images
+    (:mod:`fusionbench.data.misalign`).
 
 Values are typed on parsing: integers, floats, ``true``/``false``, ``HxW`` sizes (``resize``)
 and otherwise strings.
@@ -23,11 +32,17 @@ from typing import Any
 
 from .case import Case
 
-__all__ = ["parse_dataset_spec", "load_dataset", "dataset_fingerprint", "DATASET_KINDS", "FOLDER_OPTIONS"]
+__all__ = ["parse_dataset_spec", "load_dataset", "dataset_fingerprint", "DATASET_KINDS", "FOLDER_OPTIONS",
+           "FOLDER_KEYWORDS"]
 
 DATASET_KINDS = ("phantom", "folder")
 #: Options of ``folder:`` specs; they change the loaded data, so they enter the fingerprint.
-FOLDER_OPTIONS = ("resize", "to_gray", "intensity", "slice_axis")
+FOLDER_OPTIONS = ("resize", "to_gray", "intensity", "slice_axis", "split", "misalign", "seed")
+#: Keywords of ``load_folder`` that ``load_dataset``/``dataset_fingerprint`` accept as overrides.
+FOLDER_KEYWORDS = ("resize", "to_gray", "intensity", "slice_axis", "split_fractions", "misalign",
+                   "misalign_seed")
+#: Spec option -> ``load_folder`` keyword, where the names differ.
+_OPTION_KEYWORD = {"split": "split_fractions", "seed": "misalign_seed"}
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 _FOLDER_OPTION = re.compile(r",\s*(" + "|".join(FOLDER_OPTIONS) + r")\s*=([^,]*)$")
 
@@ -118,12 +133,28 @@ def _phantom_config(params: dict[str, Any]):
 
 
 def _folder_options(params: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    options = {k: v for k, v in params.items() if k != "path"}
-    options.update({k: v for k, v in overrides.items() if k in FOLDER_OPTIONS})
+    """The ``load_folder`` keywords of a parsed folder spec, ``overrides`` (keywords) winning."""
     unknown = set(params) - {"path", *FOLDER_OPTIONS}
     if unknown:
         raise ValueError(f"folder dataset: unknown option(s) {', '.join(sorted(unknown))}; "
                          f"expected {', '.join(FOLDER_OPTIONS)}")
+    options = {_OPTION_KEYWORD.get(k, k): v for k, v in params.items() if k != "path"}
+    options.update({k: v for k, v in overrides.items() if k in FOLDER_KEYWORDS})
+    if options.get("split_fractions") is not None:
+        from .folder import parse_split_option
+
+        options["split_fractions"] = parse_split_option(options["split_fractions"])
+    if options.get("misalign") is not None:
+        from .misalign import check_level
+
+        options["misalign"] = check_level(options["misalign"])
+    seed = options.get("misalign_seed")
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"folder dataset: seed={seed!r} must be an integer")
+        if options.get("misalign") is None:
+            raise ValueError(f"folder dataset: seed={seed} without misalign= (the seed is misalign's: "
+                             "folder:PATH,misalign=moderate,seed=1)")
     return options
 
 
@@ -140,7 +171,8 @@ def load_dataset(spec: str, split: str = "test", **kw) -> list[Case]:
     **kw
         Loader options: for ``phantom`` the keywords of ``load_phantom`` (``cache_dir``,
         ``jobs``, ``progress``); for ``folder`` those of ``load_folder`` (``resize``,
-        ``to_gray``, ``intensity``, ``slice_axis``), overriding the spec's. Options that change
+        ``to_gray``, ``intensity``, ``slice_axis``, ``split_fractions``, ``misalign``,
+        ``misalign_seed``: :data:`FOLDER_KEYWORDS`), overriding the spec's. Options that change
         the data belong in the spec, so that :func:`dataset_fingerprint` sees them (or pass the
         same keywords to it).
     """
@@ -151,7 +183,7 @@ def load_dataset(spec: str, split: str = "test", **kw) -> list[Case]:
         return load_phantom(split, cfg=_phantom_config(params), **kw)
     from .folder import load_folder
 
-    unknown = set(kw) - set(FOLDER_OPTIONS)
+    unknown = set(kw) - set(FOLDER_KEYWORDS)
     if unknown:
         raise TypeError(f"load_dataset({spec!r}): unknown folder option(s) {', '.join(sorted(unknown))}")
     return load_folder(params["path"], split=split, **_folder_options(params, kw))
@@ -183,8 +215,11 @@ def dataset_fingerprint(spec: str, **kw) -> str:
     ``phantom:size=256`` agree when 256 is the default) and ``GENERATOR_VERSION``.
     ``folder``: the loader options and version, and every file the dataset reads (manifest
     included) as path relative to the dataset, size and modification time (ns); contents are
-    not hashed, so touching a file changes the fingerprint. Keyword arguments are the folder
-    options of :func:`load_dataset` (ignored for the phantom's runtime options).
+    not hashed, so touching a file changes the fingerprint. ``split=auto`` adds its fractions
+    and rule; ``misalign=`` adds its level, seed and the versions of the deformation model (the
+    phantom's ``GENERATOR_VERSION`` and ``MISALIGN_VERSION``); without them the record is the
+    one of earlier versions, so existing fingerprints stay valid. Keyword arguments are the
+    folder options of :func:`load_dataset` (ignored for the phantom's runtime options).
     """
     kind, params = parse_dataset_spec(spec)
     if kind == "phantom":
@@ -206,4 +241,17 @@ def dataset_fingerprint(spec: str, **kw) -> str:
     options = {"resize": None, "to_gray": False, "intensity": "auto", "slice_axis": None,
                **_folder_options(params, kw)}
     options["resize"] = _normalise_resize(options["resize"])
+    # Derived-data options enter the record only when set (older fingerprints stay as they were).
+    fractions = options.pop("split_fractions", None)
+    if fractions is not None:
+        from .folder import AUTO_SPLIT_RULE
+
+        options["split_auto"] = {"fractions": fractions, "rule": AUTO_SPLIT_RULE}
+    level, seed = options.pop("misalign", None), options.pop("misalign_seed", None)
+    if level is not None:
+        from .misalign import MISALIGN_VERSION
+        from .phantom import GENERATOR_VERSION
+
+        options["misalign"] = {"level": level, "seed": 0 if seed is None else seed,
+                               "model": [GENERATOR_VERSION, MISALIGN_VERSION]}
     return _digest({"kind": kind, "loader": LOADER_VERSION, "options": options, "files": files})

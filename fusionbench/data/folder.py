@@ -37,13 +37,30 @@ slices of one volume share one mapping. A signed PAT image maps its minimum to 0
 1. ``"minmax"`` rescales every file, ``"none"`` requires data already in [0, 1].
 
 Splits: the manifest's ``split`` column or the split subfolders. Without either, every case is
-in ``"test"``; asking for ``"train"`` or ``"val"`` raises :class:`SplitError`, which explains how
-to add a split. Every problem raises :class:`fusionbench.data.ImageError` naming the file.
+in ``"test"``; asking for ``"train"`` or ``"val"`` raises :class:`SplitError`, whose one-line
+message says how to add a split. ``split_fractions=`` (dataset option ``split=auto`` or
+``split=auto:TRAIN/VAL/TEST``) gives a folder without a split a deterministic one
+(:func:`auto_split`): each pair goes by its id -- the file stem, or the manifest's ``id`` -- to
+train, val or test according to a SHA-256 hash of that id, with the fractions
+:data:`DEFAULT_SPLIT_FRACTIONS` (70 % train, 10 % val, 20 % test) by default. The hash of one id
+does not depend on the other files, so adding or removing a pair never moves another pair between
+splits, and listing order plays no part; the fractions hold in expectation (binomial counts: of 36 pairs
+25.2 ± 2.7 train, 3.6 ± 1.8 val, 7.2 ± 2.4 test, mean ± s.d.). All slices of a volume share its file's split.
+A folder that defines its own split and asks for ``split=auto`` is an error.
+
+Ground truth on registered pairs: ``misalign=`` (dataset option ``misalign=mild|moderate|severe
+[,seed=N]``) moves each PAT by the phantom's deformation model and records ``flow_true``
+(:mod:`fusionbench.data.misalign`).
+
+Every problem raises :class:`fusionbench.data.ImageError` naming the file.
 """
 from __future__ import annotations
 
 import csv
+import dataclasses
 import difflib
+import hashlib
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +72,7 @@ from .io import (READABLE_SUFFIXES, ArrayFile, ColourImageError, ImageError, as_
                  file_suffix, normalize_intensity, read_array)
 
 __all__ = ["load_folder", "discover_pairs", "folder_files", "PairEntry", "SplitError", "SPLITS",
-           "MANIFEST_NAME", "LOADER_VERSION"]
+           "MANIFEST_NAME", "LOADER_VERSION", "DEFAULT_SPLIT_FRACTIONS", "auto_split", "parse_split_option"]
 
 #: Bump when the loader maps the same files to different cases (part of dataset fingerprints).
 LOADER_VERSION = "1"
@@ -66,6 +83,10 @@ OPTIONAL_ROLES = ("labels_mri", "labels_pat", "flow")
 ROLES = IMAGE_ROLES + OPTIONAL_ROLES
 MANIFEST_COLUMNS = ("id",) + ROLES + ("split",)
 _PARTNER = {"pat": "MRI", "mri": "PAT"}
+#: Train / val / test fractions of ``split=auto``.
+DEFAULT_SPLIT_FRACTIONS = (0.7, 0.1, 0.2)
+#: Names the rule of :func:`auto_split` (part of dataset fingerprints): bump if it ever changes.
+AUTO_SPLIT_RULE = "sha256(id)[:8] / 2**64, v1"
 
 
 class SplitError(ValueError):
@@ -84,6 +105,50 @@ class PairEntry:
     files: dict[str, Path]
     split: str | None = None
     meta: dict[str, str] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# splits for folders without one
+
+
+def _check_fractions(fractions) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(f) for f in fractions)
+    except (TypeError, ValueError):
+        raise ImageError(f"split fractions must be three numbers (train, val, test), got {fractions!r}") from None
+    if len(values) != 3 or not all(math.isfinite(f) and f >= 0 for f in values) \
+            or abs(sum(values) - 1.0) > 1e-6:
+        raise ImageError(f"split fractions must be three numbers >= 0 summing to 1 (train, val, test), "
+                         f"got {fractions!r}")
+    return values
+
+
+def parse_split_option(value) -> tuple[float, float, float]:
+    """Fractions of the dataset option ``split=auto`` (the defaults) or ``split=auto:0.7/0.1/0.2``.
+
+    A tuple or list of three fractions passes through (validated)."""
+    if isinstance(value, (tuple, list)):
+        return _check_fractions(value)
+    text = str(value).strip().lower()
+    if text == "auto":
+        return DEFAULT_SPLIT_FRACTIONS
+    if text.startswith("auto:") and len(text[5:].split("/")) == 3:
+        try:
+            return _check_fractions(text[5:].split("/"))
+        except ImageError:
+            pass
+    raise ImageError(f"split={value}: expected split=auto (70/10/20 % train/val/test by file stem) or "
+                     "split=auto:TRAIN/VAL/TEST with three fractions >= 0 summing to 1, e.g. "
+                     "split=auto:0.7/0.1/0.2")
+
+
+def auto_split(case_id: str, fractions=DEFAULT_SPLIT_FRACTIONS) -> str:
+    """The split of ``case_id`` under ``split=auto``: ``u`` = the first 8 bytes of SHA-256 of the
+    id (UTF-8) read as an unsigned big-endian integer over 2**64, uniform in [0, 1); train if
+    ``u < f_train``, val if ``u < f_train + f_val``, else test. Depends on nothing but the id."""
+    f_train, f_val, _ = _check_fractions(fractions)
+    u = int.from_bytes(hashlib.sha256(str(case_id).encode("utf-8")).digest()[:8], "big") / 2.0 ** 64
+    return "train" if u < f_train else "val" if u < f_train + f_val else "test"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -417,7 +482,8 @@ def _in_plane_spacing(f: ArrayFile, axis: int) -> tuple[float, float] | None:
 
 
 def load_folder(path: str | os.PathLike, *, split: str | None = None, resize=None, to_gray: bool = False,
-                intensity: str = "auto", slice_axis: int | None = None) -> list[Case]:
+                intensity: str = "auto", slice_axis: int | None = None, split_fractions=None,
+                misalign: str | None = None, misalign_seed: int | None = None) -> list[Case]:
     """Load a user's PAT/MRI pairs (layouts, formats and conventions: the module docstring).
 
     Parameters
@@ -438,6 +504,14 @@ def load_folder(path: str | os.PathLike, *, split: str | None = None, resize=Non
     slice_axis : int, optional
         Axis along which volumes are cut; default the format's own (last for NIfTI, first for
         DICOM, TIFF and .npy).
+    split_fractions : (float, float, float), optional
+        Give a folder without a split the deterministic split of :func:`auto_split` with these
+        train/val/test fractions (dataset option ``split=auto``: :data:`DEFAULT_SPLIT_FRACTIONS`).
+    misalign : {"mild", "moderate", "severe"}, optional
+        The pairs are registered: move each PAT by the phantom's deformation model and record
+        ``flow_true`` (:func:`fusionbench.data.misalign.misalign_case`), after any resize.
+    misalign_seed : int, optional
+        Seed of ``misalign`` (default 0); each case's field comes from this seed and its id.
 
     Returns
     -------
@@ -457,14 +531,27 @@ def load_folder(path: str | os.PathLike, *, split: str | None = None, resize=Non
     _normalise_resize(resize)
     if slice_axis is not None and not isinstance(slice_axis, (int, np.integer)):
         raise ImageError(f"slice_axis must be an int, got {slice_axis!r}")
+    if misalign is not None:
+        from .misalign import check_level
+
+        misalign = check_level(misalign)
+    elif misalign_seed is not None:
+        raise ImageError(f"misalign_seed={misalign_seed!r} without misalign= (the seed is misalign's)")
+    fractions = None if split_fractions is None else parse_split_option(split_fractions)
     entries = discover_pairs(path)
+    if fractions is not None:
+        own = sorted({e.split for e in entries if e.split is not None})
+        if own:
+            raise ImageError(f"{path}: split=auto, but the dataset defines its own split ({', '.join(own)}: "
+                             "split folders or a 'split' column); drop split=auto")
+        entries = [dataclasses.replace(e, split=auto_split(e.id, fractions)) for e in entries]
     if split is not None:
         if all(e.split is None for e in entries):
             if split != "test":
                 raise SplitError(
-                    f"{path}: the dataset defines no {split!r} split; without one every case counts as "
-                    "'test'. Add a 'split' column (train/val/test) to manifest.csv, or arrange the folder "
-                    "as train/{pat,mri}/, val/{pat,mri}/, test/{pat,mri}/")
+                    f"{path}: the dataset defines no {split!r} split (without one every case is 'test'); "
+                    f"add one with the dataset spec folder:{path},split=auto (70/10/20 % train/val/test "
+                    f"by file stem) or a 'split' column (train/val/test) in {MANIFEST_NAME}")
         else:
             chosen = [e for e in entries if e.split == split]
             if not chosen:
@@ -478,4 +565,9 @@ def load_folder(path: str | os.PathLike, *, split: str | None = None, resize=Non
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise ImageError(f"{path}: case id {dup!r} occurs twice (a volume slice id clashes with another case)")
+    if misalign is not None:
+        from .misalign import misalign_case
+
+        seed = 0 if misalign_seed is None else misalign_seed
+        cases = [misalign_case(c, misalign, seed) for c in cases]
     return sorted(cases, key=lambda c: c.id)
