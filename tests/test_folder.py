@@ -14,11 +14,14 @@ import pytest
 import tifffile
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from scipy import ndimage as ndi
 from skimage.transform import resize as sk_resize
 
 from fusionbench.data import Case, ImageError
 from fusionbench.data.folder import (DEFAULT_SPLIT_FRACTIONS, SPLITS, SplitError, auto_split, discover_pairs,
                                      folder_files, load_folder, parse_split_option)
+from fusionbench.data.misalign import MISALIGN_LEVELS, body_mask, misalignment_field
+from fusionbench.warp import warp
 
 MR_SMALL = Path(pydicom.__file__).parent / "data" / "test_files" / "MR_small.dcm"
 SHAPE = (12, 10)
@@ -469,3 +472,184 @@ def test_no_split_message_is_one_line_naming_both_ways(tmp_path):
     message = str(info.value)
     assert "\n" not in message
     assert f"folder:{tmp_path},split=auto" in message and "'split' column" in message and "manifest.csv" in message
+
+
+# --- misalign= -----------------------------------------------------------------------------------
+
+def _anatomy(shape, seed):
+    """A registered synthetic pair: elliptic body with four round organs, two contrasts, labels."""
+    h, w = shape
+    r, c = np.mgrid[:h, :w]
+    body = ((r - h / 2) / (0.38 * h)) ** 2 + ((c - w / 2) / (0.42 * w)) ** 2 < 1
+    lab = body.astype(np.uint8)
+    rng = np.random.default_rng(seed)
+    for k in range(2, 6):
+        cr, cc, rad = rng.uniform(0.35, 0.65) * h, rng.uniform(0.35, 0.65) * w, rng.uniform(0.06, 0.12) * min(h, w)
+        lab[((r - cr) ** 2 + (c - cc) ** 2 < rad ** 2) & body] = k
+    mri = ndi.gaussian_filter(np.array([0.02, 0.3, 0.7, 0.15, 0.5, 0.9])[lab], 1.0)
+    pat = ndi.gaussian_filter(np.array([0.35, 0.2, 0.4, 0.8, 0.1, 0.6])[lab], 1.0)
+    return lab, mri, pat
+
+
+def _registered(root: Path, shapes=((128, 128), (128, 128), (96, 128)), labels=True) -> Path:
+    for role in ("pat", "mri") + (("labels_mri",) if labels else ()):
+        (root / role).mkdir(parents=True, exist_ok=True)
+    for i, shape in enumerate(shapes):
+        lab, mri, pat = _anatomy(shape, i)
+        iio.imwrite(root / "mri" / f"c{i}.png", np.round(mri * 255).astype(np.uint8))
+        iio.imwrite(root / "pat" / f"c{i}.png", np.round(pat * 255).astype(np.uint8))
+        if labels:
+            iio.imwrite(root / "labels_mri" / f"c{i}.png", lab)
+    return root
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory):
+    root = _registered(tmp_path_factory.mktemp("registered"))
+    return root, {c.id: c for c in load_folder(root)}
+
+
+@pytest.mark.parametrize("level", MISALIGN_LEVELS)
+def test_misalign_flow_true_takes_the_moved_pat_back_to_the_registered_one(registered, level):
+    # Measured on these pairs: mean |warp(moved, flow_true) - pat| inside the body 0.0011-0.0020 and
+    # max 0.024-0.069, against 0.0024-0.0027 and 0.043-0.065 for the pure interpolation error of a
+    # half-pixel round trip (warp by +0.5 px on both axes and back, bilinear twice, the worst
+    # fractional shift); the composed fields miss the identity by <= 0.07 px. Bounds: mean below
+    # the round trip's mean, max below 1.5 times its max, and well below the moved image's error.
+    root, base = registered
+    for case in load_folder(root, misalign=level):
+        ref = base[case.id]
+        body = ref.labels_mri > 0
+        half = np.full((2, *case.shape), 0.5, np.float32)
+        floor = np.abs(warp(warp(ref.pat, half), -half) - ref.pat)[body]
+        back = np.abs(warp(case.pat, case.flow_true) - ref.pat)[body]
+        assert back.mean() <= floor.mean() and back.max() <= 1.5 * floor.max(), (case.id, back.mean(), back.max())
+        if level != "mild":  # at 128 px mild moves by 1 px at most: little to undo
+            assert back.mean() < 0.4 * np.abs(case.pat - ref.pat)[body].mean()
+        residual = case.flow_true + np.stack([warp(case.meta["flow_mri_to_pat"][i], case.flow_true) for i in range(2)])
+        assert np.hypot(*residual)[body].max() < 0.1
+
+
+def test_misalign_reproduces_the_phantom_convention(registered):
+    phantom = pytest.importorskip("fusionbench.data.phantom")
+    from fusionbench.data.phantom.deformation import misalignment
+
+    root, base = registered
+    for case in load_folder(root, misalign="moderate"):
+        ref, inv = base[case.id], case.meta["flow_mri_to_pat"]
+        # as generate.py: the PAT frame is the MRI frame warped by the inverse field, labels by nearest neighbour
+        np.testing.assert_allclose(case.pat, np.clip(warp(ref.pat, inv), 0, 1), atol=1e-6)
+        np.testing.assert_array_equal(case.labels_pat, warp(ref.labels_mri, inv, order=0))
+        np.testing.assert_array_equal(case.mri, ref.mri)
+        np.testing.assert_array_equal(case.labels_mri, ref.labels_mri)
+        assert case.meta["max_disp_px"] == pytest.approx(6.0 * max(case.shape) / 256, rel=0.02)
+        assert case.meta["body_mask"] == "labels_mri" and case.meta["misalign"] == "moderate"
+        assert case.meta["misalign_seed"] == 0
+    body = base["c0"].labels_mri > 0  # the phantom's function itself, on the same random stream
+    expected = misalignment(phantom.PhantomConfig(size=128, misalign="severe"), np.random.default_rng(5), body)
+    got = misalignment_field(body, "severe", np.random.default_rng(5))
+    for x, y in zip(got, expected):
+        np.testing.assert_array_equal(x, y)
+    wide = base["c2"].labels_mri > 0  # 96 x 128: drawn on the 128 square, image centred, cropped back
+    square = np.zeros((128, 128), bool)
+    square[16:112] = wide
+    expected = misalignment(phantom.PhantomConfig(size=128, misalign="mild"), np.random.default_rng(6), square)
+    got = misalignment_field(wide, "mild", np.random.default_rng(6))
+    np.testing.assert_array_equal(got[0], expected[0][:, 16:112])
+    np.testing.assert_array_equal(got[1], expected[1][:, 16:112])
+
+
+def test_misalign_scores_endpoint_error_and_dice(registered):
+    from fusionbench.metrics.registration import endpoint_error, warped_label_dice
+    from fusionbench.scoring import score_registration
+
+    root, _ = registered
+    for case in load_folder(root, misalign="severe"):
+        magnitude = np.hypot(*case.flow_true)
+        zero = np.zeros_like(case.flow_true)
+        # identity registration: the endpoint error is the mean true displacement
+        assert endpoint_error(zero, case.flow_true)["mean"] == pytest.approx(magnitude.mean(), rel=1e-6)
+        body = case.labels_mri > 0
+        rows = {r["metric"]: r["value"] for r in score_registration(case.pat, case.mri, None, flow_true=case.flow_true,
+                                                                      labels_pat=case.labels_pat,
+                                                                      labels_mri=case.labels_mri)}
+        assert rows["EPE_mean"] == pytest.approx(magnitude[body].mean(), rel=1e-6)  # inside the labels
+        perfect = {r["metric"]: r["value"] for r in score_registration(
+            warp(case.pat, case.flow_true), case.mri, case.flow_true, flow_true=case.flow_true,
+            labels_pat=case.labels_pat, labels_mri=case.labels_mri)}
+        assert perfect["EPE_mean"] == pytest.approx(0.0, abs=1e-6)
+        assert perfect["Dice"] > rows["Dice"] and perfect["Dice"] > 97
+        assert warped_label_dice(case.labels_pat, case.labels_mri, case.flow_true)["mean"] == pytest.approx(perfect["Dice"])
+
+
+def test_misalign_levels_grow_and_are_deterministic_per_case(registered):
+    root, _ = registered
+    by_level = {lv: {c.id: c for c in load_folder(root, misalign=lv)} for lv in MISALIGN_LEVELS}
+    for case_id in by_level["mild"]:
+        means = [float(np.hypot(*by_level[lv][case_id].flow_true).mean()) for lv in MISALIGN_LEVELS]
+        assert means[0] < means[1] < means[2], means
+        assert means[2] / means[0] == pytest.approx(6.0, rel=0.25)  # the presets' 2 : 6 : 12 px
+    again = {c.id: c for c in load_folder(root, misalign="moderate")}
+    seeded = {c.id: c for c in load_folder(root, misalign="moderate", misalign_seed=7)}
+    for case_id, case in by_level["moderate"].items():
+        np.testing.assert_array_equal(again[case_id].flow_true, case.flow_true)
+        np.testing.assert_array_equal(again[case_id].pat, case.pat)
+        assert np.abs(seeded[case_id].flow_true - case.flow_true).max() > 0.5
+    # c0 and c1 have the same size: their fields differ (one stream per case id)
+    assert np.abs(by_level["mild"]["c0"].flow_true - by_level["mild"]["c1"].flow_true).max() > 0.2
+
+
+def test_misalign_field_depends_on_the_case_id_not_on_the_other_cases(tmp_path):
+    lab, mri, pat = _anatomy((64, 64), 0)
+    for role, img in (("pat", pat), ("mri", mri)):
+        (tmp_path / role).mkdir()
+        for name in ("x", "y"):  # the same images under two ids
+            iio.imwrite(tmp_path / role / f"{name}.png", np.round(img * 255).astype(np.uint8))
+    x, y = load_folder(tmp_path, misalign="severe")
+    assert x.meta["body_mask"] == "otsu"
+    assert np.abs(x.flow_true - y.flow_true).max() > 0.2
+    for role in ("pat", "mri"):
+        (tmp_path / role / "y.png").unlink()
+    (alone,) = load_folder(tmp_path, misalign="severe")
+    np.testing.assert_array_equal(alone.flow_true, x.flow_true)
+
+
+def test_misalign_body_mask_from_the_mri(tmp_path):
+    lab, mri, _ = _anatomy((128, 128), 3)
+    mask, source = body_mask(mri)
+    truth = lab > 0
+    assert source == "otsu" and (mask & truth).sum() / (mask | truth).sum() > 0.95
+    dark = mri.copy()
+    # dark tissue reaching the skin (as the spine on T2): 0.12, below Otsu's 0.197, above the background 0.02
+    dark[(lab == 1) & (np.mgrid[:128, :128][0] > 90)] = 0.12
+    mask, _ = body_mask(dark)
+    assert (mask & truth).sum() / (mask | truth).sum() > 0.95
+    mask, source = body_mask(np.full((40, 40), 0.3))
+    assert source == "image" and mask.all()
+    assert body_mask(mri, lab)[1] == "labels_mri"
+
+
+def test_misalign_without_labels_with_pat_labels_and_with_resize(tmp_path):
+    root = _registered(tmp_path / "plain", shapes=((100, 100),), labels=False)
+    (case,) = load_folder(root, misalign="mild")
+    assert case.labels_mri is None and case.labels_pat is None and case.meta["body_mask"] == "otsu"
+    lab = _anatomy((100, 100), 0)[0]
+    (root / "labels_pat").mkdir()
+    iio.imwrite(root / "labels_pat" / "c0.png", lab)  # registered pair: PAT labels are MRI-space labels
+    (case,) = load_folder(root, misalign="mild")
+    np.testing.assert_array_equal(case.labels_mri, lab)
+    np.testing.assert_array_equal(case.labels_pat, warp(lab, case.meta["flow_mri_to_pat"], order=0))
+    (small,) = load_folder(root, misalign="mild", resize=(64, 48))
+    assert small.flow_true.shape == (2, 64, 48) and small.meta["max_disp_px"] == pytest.approx(2 * 64 / 256, rel=0.05)
+
+
+def test_misalign_errors(tmp_path):
+    _pairs(tmp_path, ["a"])
+    with pytest.raises(ImageError, match=r"misalign='none': expected one of mild, moderate, severe"):
+        load_folder(tmp_path, misalign="none")
+    with pytest.raises(ImageError, match=r"misalign_seed=2 without misalign="):
+        load_folder(tmp_path, misalign_seed=2)
+    (tmp_path / "flow").mkdir()
+    np.save(tmp_path / "flow" / "a.npy", np.zeros((2, *SHAPE), np.float32))
+    with pytest.raises(ImageError, match=r"pat/a\.png: misalign=mild moves registered pairs, but case 'a' has a flow"):
+        load_folder(tmp_path, misalign="mild")
