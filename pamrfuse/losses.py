@@ -1,9 +1,10 @@
 """PAMRFuse+ losses (Zhong et al. 2024, §2.6; spec §2.3, §3.6, §4.8, §5).
 
 Conventions: images (B, 1, H, W) in [0, 1]; every loss returns a scalar tensor (mean reduction).
-VGG features come from :func:`fusionbench.nn.vgg.vgg16_features` (ImageNet VGG-16; VGG-19 is not
-obtainable offline, so the taps relu1_1..relu5_1 are VGG-16's slice ends [2, 7, 12, 19, 26],
-spec §8). Where paper and released code disagree the paper's form is the default (spec §6-7).
+VGG features are :class:`fusionbench.nn.vgg.VGGTaps` of :func:`fusionbench.nn.vgg.vgg16_features`
+(ImageNet VGG-16; VGG-19 is not obtainable offline, so the taps relu1_1..relu5_1 are VGG-16's,
+spec §8); SSIM and the flow smoothness are :mod:`fusionbench.nn.losses`'. Where paper and released
+code disagree the paper's form is the default (spec §6-7).
 """
 from __future__ import annotations
 
@@ -14,33 +15,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusionbench.nn.layers import warp_torch
+from fusionbench.nn.losses import smoothness_loss, ssim_map
+from fusionbench.nn.vgg import VGGTaps, build_vgg16_features
 
 __all__ = [
-    "VGG16_TAP_ENDS", "PST_WEIGHTS", "VGGTaps", "load_vgg", "gram", "cycle_loss", "lsgan_loss", "laplacian_residual",
-    "edge_loss", "p2m_code_terms",
-    "smoothness_loss", "registration_loss", "ssim", "ssim_map", "reconstruction_loss", "cc", "decomposition_loss",
-    "sobel_magnitude", "intensity_loss", "gradient_max_loss",
+    "PST_WEIGHTS", "load_vgg", "gram", "cycle_loss", "lsgan_loss", "laplacian_residual", "edge_loss", "p2m_code_terms",
+    "registration_loss", "reconstruction_loss", "cc", "decomposition_loss", "sobel_magnitude", "intensity_loss",
+    "gradient_max_loss",
 ]
 
-#: relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 as slice ends of torchvision's ``vgg16().features``.
-VGG16_TAP_ENDS = (2, 7, 12, 19, 26)
 #: omega_j of the paper's Eq. 11-12 for the five taps.
 PST_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1.0, 1.0)
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
-_VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
-
-
-def _vgg16_layout(width_div: int = 1) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    cin = 3
-    for v in _VGG16_CFG:
-        if v == "M":
-            layers.append(nn.MaxPool2d(2, 2))
-        else:
-            layers += [nn.Conv2d(cin, v // width_div, 3, padding=1), nn.ReLU(inplace=False)]
-            cin = v // width_div
-    return nn.Sequential(*layers)
 
 
 def load_vgg(source: str = "auto", seed: int = 0) -> tuple[nn.Sequential, str]:
@@ -54,7 +39,7 @@ def load_vgg(source: str = "auto", seed: int = 0) -> tuple[nn.Sequential, str]:
     if source == "tiny-random":
         gen_state = torch.random.get_rng_state()
         torch.manual_seed(seed)
-        net = _vgg16_layout(8)
+        net = build_vgg16_features(width_div=8)
         torch.random.set_rng_state(gen_state)
         desc = f"tiny-random-vgg16/8 (seed {seed})"
     else:
@@ -64,37 +49,6 @@ def load_vgg(source: str = "auto", seed: int = 0) -> tuple[nn.Sequential, str]:
     for p in net.parameters():
         p.requires_grad_(False)
     return net.eval(), desc
-
-
-class VGGTaps(nn.Module):
-    """Frozen VGG feature taps of a gray [0, 1] image (repeated to 3 channels).
-
-    ``imagenet_norm=True`` maps [0, 1] to ImageNet mean/std first (spec §7 item 28; the released
-    code feeds the raw image).
-    """
-
-    def __init__(self, features: nn.Sequential, ends: Sequence[int] = VGG16_TAP_ENDS, imagenet_norm: bool = True):
-        super().__init__()
-        starts = (0, *ends[:-1])
-        self.stages = nn.ModuleList(nn.Sequential(*list(features)[a:b]) for a, b in zip(starts, ends))
-        self.imagenet_norm = imagenet_norm
-        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        for p in self.parameters():
-            p.requires_grad_(False)
-
-    def train(self, mode: bool = True):  # always eval: frozen feature extractor
-        return super().train(False)
-
-    def forward(self, x01: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
-        x = x01.expand(-1, 3, -1, -1)
-        if self.imagenet_norm:
-            x = (x - self.mean) / self.std
-        taps = []
-        for stage in self.stages[: upto if upto is not None else len(self.stages)]:
-            x = stage(x)
-            taps.append(x)
-        return taps
 
 
 def gram(feat: torch.Tensor) -> torch.Tensor:
@@ -173,17 +127,6 @@ def p2m_code_terms(pat: torch.Tensor, mri: torch.Tensor, fake_m: torch.Tensor, f
     return total, {"idt": idt.item(), "cross": cross.item(), "edge": edge.item(), "xcycle": cross_cycle.item()}
 
 
-def smoothness_loss(flow: torch.Tensor, penalty: str = "l1") -> torch.Tensor:
-    """Mean |forward difference| of the flow (paper, ``"l1"``) or 0.5·(mean dx² + mean dy²) (``"l2"``)."""
-    dy = flow[:, :, 1:, :] - flow[:, :, :-1, :]
-    dx = flow[:, :, :, 1:] - flow[:, :, :, :-1]
-    if penalty == "l1":
-        return 0.5 * (dy.abs().mean() + dx.abs().mean())
-    if penalty == "l2":
-        return 0.5 * (dy.pow(2).mean() + dx.pow(2).mean())
-    raise ValueError(f"smoothness penalty must be 'l1' or 'l2', got {penalty!r}")
-
-
 def registration_loss(target: torch.Tensor, moving: torch.Tensor, flow: torch.Tensor, vgg: VGGTaps | None,
                       *, lambda_rev: float = 0.2, lambda_pix: float = 8.0, lambda_sm: float = 1.0,
                       penalty: str = "l2", backward_source: torch.Tensor | None = None) -> torch.Tensor:
@@ -207,40 +150,12 @@ def registration_loss(target: torch.Tensor, moving: torch.Tensor, flow: torch.Te
     return loss + lambda_sm * smoothness_loss(flow, penalty)
 
 
-def _gaussian_window(size: int, sigma: float, device, dtype) -> torch.Tensor:
-    x = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
-    g = torch.exp(-(x ** 2) / (2 * sigma ** 2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :]).view(1, 1, size, size)
-
-
-def ssim_map(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """SSIM map (Wang et al., IEEE TIP 2004) with an 11×11 Gaussian (σ 1.5), data range 1,
-    reflect padding so the map keeps the image size (kornia's ``ssim`` as CDDFuse uses it)."""
-    kernel = _gaussian_window(window, sigma, a.device, a.dtype).expand(a.shape[1], 1, window, window)
-    pad = window // 2
-
-    def blur(x):
-        return F.conv2d(F.pad(x, (pad,) * 4, mode="reflect"), kernel, groups=a.shape[1])
-
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    mu_a, mu_b = blur(a), blur(b)
-    var_a = blur(a * a) - mu_a ** 2
-    var_b = blur(b * b) - mu_b ** 2
-    cov = blur(a * b) - mu_a * mu_b
-    num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
-    den = (mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2)
-    return num / den
-
-
-def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """Mean of :func:`ssim_map`."""
-    return ssim_map(a, b, window, sigma).mean()
-
-
 def reconstruction_loss(x: torch.Tensor, x_hat: torch.Tensor, mu: float = 5.0) -> torch.Tensor:
-    """Paper Eq. 18 ``||X - X_hat||² + mu · DSSIM`` with DSSIM = (1 - SSIM)/2 and mu = 5 (CDDFuse, spec §7 item 15)."""
-    return F.mse_loss(x_hat, x) + mu * (1.0 - ssim(x, x_hat)) / 2
+    """Paper Eq. 18 ``||X - X_hat||² + mu · DSSIM`` with DSSIM = (1 - SSIM)/2 and mu = 5 (CDDFuse, spec §7 item 15).
+
+    SSIM as kornia's, which CDDFuse uses: the reflect-padded map averaged over the whole batch.
+    """
+    return F.mse_loss(x_hat, x) + mu * (1.0 - ssim_map(x, x_hat, padding="reflect").mean()) / 2
 
 
 def cc(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

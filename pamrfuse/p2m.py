@@ -13,7 +13,6 @@ so every conv keeps its bias; weights N(0, 0.02), biases 0.
 from __future__ import annotations
 
 import random
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -197,8 +196,3 @@ def translate(pat, generator: nn.Module | P2M, *, device: str | torch.device = "
         out.append(y.clamp(0, 1).cpu().numpy().astype(np.float32))
     generator.train(was_training)
     return out[0] if single else np.stack(out)
-
-
-def count_parameters(module: nn.Module | Sequence[nn.Parameter]) -> int:
-    params = module.parameters() if isinstance(module, nn.Module) else module
-    return sum(p.numel() for p in params)

@@ -34,6 +34,7 @@ from torch import nn
 from fusionbench.data.io import atomic_write_bytes
 from fusionbench.nn.layers import resolve_device
 from fusionbench.nn.training import seed_everything
+from fusionbench.nn.vgg import VGGTaps
 
 from . import losses as L
 from .model import PAMRFuseNet, prepare_arrays
@@ -63,7 +64,7 @@ class Trainer:
         seed_everything(cfg.seed)
         self.net = PAMRFuseNet(cfg).to(self.device)
         vgg, self.vgg_source = L.load_vgg(cfg.vgg_source, seed=cfg.seed)
-        self.vgg = L.VGGTaps(vgg, imagenet_norm=cfg.vgg_imagenet_norm).to(self.device)
+        self.vgg = VGGTaps(vgg, imagenet_norm=cfg.vgg_imagenet_norm).to(self.device)
         net = self.net
         self.opts: dict[str, torch.optim.Optimizer] = {}
         lrs: dict[str, float] = {}

@@ -95,7 +95,8 @@ def train_mlr_alone(model, cases, train_cases, steps: int, target: str, lambda_s
     import torch
 
     from fusionbench.metrics.registration import endpoint_error
-    from pamrfuse.losses import VGGTaps, load_vgg, registration_loss
+    from fusionbench.nn.vgg import VGGTaps
+    from pamrfuse.losses import load_vgg, registration_loss
     from pamrfuse.method import mlr_flow_to_input_grid as project_flow
     from pamrfuse.mlr import MLR
 

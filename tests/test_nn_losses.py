@@ -3,13 +3,14 @@
 The ``PINNED`` numbers were computed in float64 with the implementations these functions replace
 (``baselines.fusion._deep.ssim_torch``, ``pamrfuse.losses.ssim``/``ssim_map``/``smoothness_loss``,
 ``baselines.registration.voxelmorph.gradient_loss``/``local_ncc_loss``/``parzen_mi_loss``) before
-they were merged here; each new function also matched its predecessor bit for bit in float32 and
+they were merged here (PAMRFuse+'s losses that use them are pinned in ``tests/test_pamrfuse_modules.py``); each new function also matched its predecessor bit for bit in float32 and
 float64 on batches of 1 to 8 at 32² to 128². The MONAI tests say, with the measured difference, why
 each MONAI loss is not used in place of ours.
 """
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 from skimage import data, transform
 from skimage.metrics import structural_similarity
 
@@ -79,6 +80,18 @@ def test_ssim_valid_matches_skimage_gaussian(camera_moon):
     assert float(ssim(a.float(), a.float())) == pytest.approx(1.0)
 
 
+def test_ssim_reflect_matches_skimage_away_from_the_border():
+    rng = np.random.default_rng(2)
+    a = ndimage.gaussian_filter(rng.random((48, 48)), 2)
+    b = np.clip(a + 0.05 * rng.standard_normal(a.shape), 0, 1)
+    _, ref = structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                   data_range=1.0, full=True)
+    got = ssim_map(torch.from_numpy(a)[None, None], torch.from_numpy(b)[None, None], padding="reflect")
+    np.testing.assert_allclose(got[0, 0, 5:-5, 5:-5].numpy(), ref[5:-5, 5:-5], atol=1e-6)
+    x = torch.from_numpy(a)[None, None]
+    assert float(ssim(x, x, padding="reflect")) == pytest.approx(1.0, abs=1e-9)
+
+
 def test_ssim_of_constant_images_by_hand():
     # no variance: SSIM = (2 a b + C1) / (a² + b² + C1)
     a = torch.full((1, 1, 16, 16), 0.5, dtype=torch.float64)
@@ -128,10 +141,11 @@ def test_smoothness_of_linear_field_by_hand():
 
 
 def test_smoothness_penalties_by_hand():
-    flow = torch.zeros(1, 2, 4, 4)
-    flow[:, :, :, 2:] = 2.0  # a step of 2 between columns 1 and 2 in both channels: dx is 2 on 1/3
-    assert float(smoothness_loss(flow, "l1")) == pytest.approx(0.5 * 2 / 3)
-    assert float(smoothness_loss(flow, "l2")) == pytest.approx(0.5 * 4 / 3)
+    rows = torch.arange(8.0).view(1, 1, 8, 1).expand(1, 1, 8, 8)
+    flow = torch.cat([0.5 * rows, torch.zeros_like(rows)], 1)  # d/drow = 0.5 in channel 0 only
+    # mean over both channels: |dy| averages 0.25, |dx| 0 -> 0.5 * 0.25
+    assert float(smoothness_loss(flow, "l1")) == pytest.approx(0.125)
+    assert float(smoothness_loss(flow, "l2")) == pytest.approx(0.0625)
     with pytest.raises(ValueError, match="l1' or 'l2"):
         smoothness_loss(flow, "l3")
 

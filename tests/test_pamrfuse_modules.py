@@ -3,10 +3,11 @@ import numpy as np
 import pytest
 import torch
 from scipy import ndimage
-from skimage.metrics import structural_similarity
 
 from fusionbench.data import Case
+from fusionbench.nn import parameter_count
 from fusionbench.nn.layers import warp_torch
+from fusionbench.nn.vgg import VGGTaps
 from pamrfuse import losses as L
 from pamrfuse.dfdf import DFDF, DetailNode
 from pamrfuse.mlr import MLR, resize_flow_x2
@@ -15,10 +16,6 @@ from pamrfuse.p2m import PatchDiscriminator, ResnetGenerator, translate
 from pamrfuse.presets import PRESETS, get_config
 
 torch.set_num_threads(1)
-
-
-def count(module):
-    return sum(p.numel() for p in module.parameters())
 
 
 # ------------------------------------------------------------------------------ warp (our layer)
@@ -115,13 +112,13 @@ def test_dfdf_shapes_and_range():
 
 def test_paper_parameter_counts_equal_spec():
     net = PAMRFuseNet(PRESETS["paper"])
-    assert count(net.p2m.g_pm) == count(net.p2m.g_mp) == 11_365_633
-    assert count(net.p2m.d_m) == count(net.p2m.d_p) == 2_762_689
-    assert count(net.mlr) == 170_904
+    assert parameter_count(net.p2m.g_pm) == parameter_count(net.p2m.g_mp) == 11_365_633
+    assert parameter_count(net.p2m.d_m) == parameter_count(net.p2m.d_p) == 2_762_689
+    assert parameter_count(net.mlr) == 170_904
     d = net.dfdf
-    assert (count(d.encoder), count(d.decoder), count(d.base_fuse), count(d.detail_fuse)) == (
-        599_144, 207_936, 363_016, 18_176)
-    assert count(d) == 1_188_272
+    parts = (d.encoder, d.decoder, d.base_fuse, d.detail_fuse)
+    assert tuple(parameter_count(part) for part in parts) == (599_144, 207_936, 363_016, 18_176)
+    assert parameter_count(d) == 1_188_272
 
 
 def test_prepare_arrays_area_resamples_to_the_preset_size():
@@ -209,32 +206,15 @@ def test_gram_per_sample():
     assert torch.allclose(L.gram(two)[1], 4 * expect)
 
 
-def test_ssim_matches_skimage_inside_and_is_one_for_identical():
-    rng = np.random.default_rng(2)
-    a = ndimage.gaussian_filter(rng.random((48, 48)), 2)
-    b = np.clip(a + 0.05 * rng.standard_normal(a.shape), 0, 1)
-    _, ref = structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-                                   data_range=1.0, full=True)
-    got = L.ssim_map(torch.from_numpy(a)[None, None], torch.from_numpy(b)[None, None])[0, 0].numpy()
-    np.testing.assert_allclose(got[5:-5, 5:-5], ref[5:-5, 5:-5], atol=1e-6)
-    x = torch.from_numpy(a)[None, None]
-    assert L.ssim(x, x).item() == pytest.approx(1.0, abs=1e-9)
+def test_reconstruction_loss_zero_for_identical_images():
+    x = torch.from_numpy(ndimage.gaussian_filter(np.random.default_rng(2).random((48, 48)), 2))[None, None]
     assert L.reconstruction_loss(x, x).item() == pytest.approx(0.0, abs=1e-9)
-
-
-def test_smoothness_penalties():
-    rows = torch.arange(8.0).view(1, 1, 8, 1).expand(1, 1, 8, 8)
-    flow = torch.cat([0.5 * rows, torch.zeros_like(rows)], 1)  # d/drow = 0.5 in channel 0 only
-    # mean over both channels: |dy| averages 0.25, |dx| 0 -> 0.5 * 0.25
-    assert L.smoothness_loss(flow, "l1").item() == pytest.approx(0.125)
-    assert L.smoothness_loss(flow, "l2").item() == pytest.approx(0.0625)
-    with pytest.raises(ValueError):
-        L.smoothness_loss(flow, "l3")
+    assert L.reconstruction_loss(x, x.flip(-1)).item() > 0.01
 
 
 def test_registration_loss_zero_when_aligned_and_positive_when_shifted():
     vgg, _ = L.load_vgg("tiny-random")
-    taps = L.VGGTaps(vgg)
+    taps = VGGTaps(vgg)
     img = torch.rand(1, 1, 32, 32)
     zero = torch.zeros(1, 2, 32, 32)
     assert L.registration_loss(img, img, zero, taps).item() == pytest.approx(0.0, abs=1e-6)
@@ -246,8 +226,24 @@ def test_cycle_loss_zero_for_perfect_reconstruction():
     vgg, desc = L.load_vgg("tiny-random")
     x = torch.rand(1, 1, 32, 32)
     assert "tiny" in desc
-    assert L.cycle_loss(x, x, L.VGGTaps(vgg)).item() == pytest.approx(0.0, abs=1e-7)
-    assert L.cycle_loss(x.flip(-1), x, L.VGGTaps(vgg), taps=3).item() > 0
+    assert L.cycle_loss(x, x, VGGTaps(vgg)).item() == pytest.approx(0.0, abs=1e-7)
+    assert L.cycle_loss(x.flip(-1), x, VGGTaps(vgg), taps=3).item() > 0
+
+
+def test_vgg_and_ssim_losses_equal_the_previous_implementation():
+    # Values with PAMRFuse+'s former own VGGTaps, tiny VGG layout, SSIM and smoothness (now
+    # fusionbench.nn's): the same numbers, float32.
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.rand(2, 1, 32, 32, generator=g), torch.rand(2, 1, 32, 32, generator=g)
+    flow = torch.randn(2, 2, 32, 32, generator=g)
+    taps = VGGTaps(L.load_vgg("tiny-random", seed=0)[0])
+    assert [float(m.double().sum()) for m in taps(x)] == pytest.approx(
+        [4449.279804810249, 584.7650949228773, 112.23037470447161, 24.84903220099659, 4.44167619565269], rel=1e-5)
+    assert float(L.cycle_loss(x, y, taps)) == pytest.approx(0.34857144951820374, rel=1e-6)
+    assert float(L.registration_loss(x, y, flow, taps)) == pytest.approx(4.829457759857178, rel=1e-6)
+    assert float(L.registration_loss(x, y, flow, taps, penalty="l1", backward_source=y)) == pytest.approx(
+        3.8711750507354736, rel=1e-6)
+    assert float(L.reconstruction_loss(x, y)) == pytest.approx(2.718405246734619, rel=1e-6)
 
 
 def test_laplacian_residual_hand_values():

