@@ -20,8 +20,9 @@ exist, warped-label Dice on real images. The MRI is untouched.
 Body mask (where the preset's largest displacement is measured): ``labels_mri > 0`` when the case
 has MRI labels; otherwise from the MRI (:func:`body_mask`): Gaussian smoothing (σ = 1 px), a
 threshold halfway between the background's median and Otsu's threshold (Otsu alone separates the
-bright organs of a T2 image from the body's own dark tissue), largest connected component, closing with a disk of radius 6 % of the image side
-(bridges dark tissue reaching the skin), holes filled.
+bright organs of a T2 image from the body's own dark tissue), largest connected component,
+closing with a disk of radius 6 % of the image side (bridges dark tissue reaching the skin),
+holes filled.
 
 Randomness: one stream per case, seeded by the option ``seed`` (default 0) and the case id
 (:func:`case_rng`), so a case's field does not depend on which other cases the folder holds or on
@@ -74,7 +75,9 @@ def case_rng(seed: int, case_id: str) -> np.random.Generator:
 def body_mask(mri: np.ndarray, labels_mri: np.ndarray | None = None) -> tuple[np.ndarray, str]:
     """``(mask, source)``: ``labels_mri > 0`` if given and non-empty (source ``"labels_mri"``),
     else the largest connected component of the MRI smoothed with σ = 1 px above the threshold
-    halfway between Otsu's and the median of the pixels below it (the background), closed with a disk of radius 6 % of the image side, holes filled (source ``"otsu"``). A flat MRI gives the whole image (source ``"image"``)."""
+    halfway between Otsu's and the median of the pixels below it (the background), closed with a
+    disk of radius 6 % of the image side, holes filled (source ``"otsu"``). A flat MRI gives the
+    whole image (source ``"image"``)."""
     if labels_mri is not None and np.any(labels_mri > 0):
         return np.asarray(labels_mri) > 0, "labels_mri"
     from skimage.filters import threshold_otsu
