@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from fusionbench.cli import app
 from fusionbench.data import ORGAN_IDS, ImageError, load_folder
 from fusionbench.data.importers import (GRAY_TOLERANCE, import_coco, import_pamrfuse_v1, parse_map,
-                                        rasterize_polygons, read_gray)
+                                        polygon_mask, rasterize_polygons, read_gray)
 
 runner = CliRunner()
 
@@ -222,6 +222,20 @@ def test_rasterize_follows_the_pixel_centre_rule():
     # a right triangle x + y < 8.2 from (1, 1): centres (c + .5, r + .5) with c, r >= 1, c + r <= 7
     tri = np.array([[1, 1], [7.2, 1], [1, 7.2]])
     assert int(rasterize_polygons((10, 10), [(1, [tri])]).sum()) == 21
+    # two polygons sharing an edge share no pixel (half-open rule); together they tile the rectangle
+    left, right = np.array([[0, 0], [3, 0], [3, 4], [0, 4]], float), np.array([[3, 0], [6, 0], [6, 4], [3, 4]], float)
+    assert not np.any(polygon_mask((6, 8), left) & polygon_mask((6, 8), right))
+    assert int((polygon_mask((6, 8), left) | polygon_mask((6, 8), right)).sum()) == 24
+    # away from ties it is scikit-image's polygon at the pixel-centre shift
+    from skimage.draw import polygon
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        xy = rng.uniform(-3, 23, size=(7, 2)) + 1e-7
+        rr, cc = polygon(xy[:, 1] - 0.5, xy[:, 0] - 0.5, (20, 24))
+        ref = np.zeros((20, 24), bool)
+        ref[rr, cc] = True
+        np.testing.assert_array_equal(polygon_mask((20, 24), xy), ref)
     # outside the image: clipped
     assert int(rasterize_polygons((4, 4), [(1, [np.array([[-5, -5], [2, -5], [2, 2], [-5, 2]], float)])]).sum()) == 4
 
