@@ -6,11 +6,12 @@ registration and with the same metrics. Files are matched to the dataset's cases
 (``CASE.png``, ``CASE.jpg``, ... for the case id ``CASE``) and read by the one image reader
 (RGB files of gray are converted with :func:`fusionbench.data.io.read_image`'s ``to_gray``).
 
-Networks with valid convolutions return smaller images than their inputs (PAMRFuse v1 writes 296²
-fusions of 300² pairs). Such a size difference is an error unless the option says how to align
-them: ``size=crop`` scores the pair's centre crop of the fused image's size (the pixels a valid
-convolution keeps), ``size=pad`` extends the fused image to the pair's size by repeating its
-border. Everything is checked before a run starts: a missing case, a wrong size or an unreadable
+Some tools return fused images of another size than their inputs. Such a size difference is an
+error unless the option says how the tool made it: ``size=resize`` scores the pair resized to the
+fused image's size (bilinear with half-pixel centres, OpenCV's ``INTER_LINEAR``: what PAMRFuse v1
+does, which resizes its 300² inputs to 296² before fusing), ``size=crop`` the pair's centre crop
+of that size (the pixels a network with valid convolutions keeps), and ``size=pad`` extends the
+fused image to the pair's size by repeating its border. Everything is checked before a run starts: a missing case, a wrong size or an unreadable
 file is one line naming the file.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ from .data.io import READABLE_SUFFIXES, ImageError, file_stem, file_suffix, read
 
 __all__ = ["ExternalError", "ExternalFusion", "parse_external", "SIZE_MODES"]
 
-SIZE_MODES = ("crop", "pad")
+SIZE_MODES = ("resize", "crop", "pad")
 
 
 class ExternalError(ValueError):
@@ -33,7 +34,7 @@ class ExternalError(ValueError):
 
 @dataclass
 class ExternalFusion:
-    """One ``--external NAME=DIR[,size=crop|pad]`` folder, indexed against a dataset's cases."""
+    """One ``--external NAME=DIR[,size=resize|crop|pad]`` folder, indexed against a dataset's cases."""
 
     name: str
     folder: Path
@@ -76,9 +77,11 @@ class ExternalFusion:
         (h, w), (ph, pw) = shape, pair_shape
         if self.size is None:
             raise ExternalError(
-                f"{path}: fused image of {h}x{w} for a {ph}x{pw} pair; add ,size=crop to score the pair's "
-                f"centre {h}x{w} or ,size=pad to extend the fused image to {ph}x{pw} "
-                f"(--external {self.name}={self.folder},size=crop)")
+                f"{path}: fused image of {h}x{w} for a {ph}x{pw} pair; add ,size=resize (the tool resized "
+                f"its inputs), ,size=crop (valid convolutions: the pair's centre {h}x{w}) or ,size=pad "
+                f"(--external {self.name}={self.folder},size=resize)")
+        if self.size == "resize":
+            return
         if h > ph or w > pw or (ph - h) % 2 or (pw - w) % 2:
             raise ExternalError(f"{path}: fused image of {h}x{w} cannot be centred on a {ph}x{pw} pair "
                                 f"(size={self.size} needs a smaller image and even margins)")
@@ -89,6 +92,12 @@ class ExternalFusion:
         fused = self.read(self.files[case_id])
         if fused.shape == mri.shape:
             return fused, pat, mri
+        if self.size == "resize":
+            import cv2
+
+            size = (fused.shape[1], fused.shape[0])
+            return fused, *(np.clip(cv2.resize(np.ascontiguousarray(x, np.float32), size,
+                                               interpolation=cv2.INTER_LINEAR), 0, 1) for x in (pat, mri))
         dh, dw = (mri.shape[0] - fused.shape[0]) // 2, (mri.shape[1] - fused.shape[1]) // 2
         if self.size == "crop":
             window = (slice(dh, dh + fused.shape[0]), slice(dw, dw + fused.shape[1]))
@@ -97,16 +106,17 @@ class ExternalFusion:
 
 
 def parse_external(text: str) -> ExternalFusion:
-    """``NAME=DIR[,size=crop|pad]`` -> :class:`ExternalFusion` (not yet indexed)."""
+    """``NAME=DIR[,size=resize|crop|pad]`` -> :class:`ExternalFusion` (not yet indexed)."""
     name, sep, rest = text.partition("=")
     name = name.strip().lower()
     if not sep or not name or not rest.strip():
-        raise ExternalError(f"--external {text!r}: expected NAME=DIR[,size=crop|pad]")
+        raise ExternalError(f"--external {text!r}: expected NAME=DIR[,size=resize|crop|pad]")
     folder, *options = rest.split(",")
     size = None
     for option in options:
         key, _, value = option.partition("=")
         if key.strip() != "size" or value.strip() not in SIZE_MODES:
-            raise ExternalError(f"--external {text!r}: unknown option {option!r} (expected size=crop or size=pad)")
+            raise ExternalError(f"--external {text!r}: unknown option {option!r} "
+                                f"(expected size={'|'.join(SIZE_MODES)})")
         size = value.strip()
     return ExternalFusion(name=name, folder=Path(folder).expanduser(), size=size)

@@ -166,23 +166,14 @@ def _json_bytes(obj: Any) -> bytes:
 # ------------------------------------------------------------------------- methods and devices
 
 def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without a GPU is an error."""
-    device = device.lower()
-    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        raise RunError(f"--device must be auto, cpu or cuda, got {device!r}")
-    if device == "cpu":
-        return device
-    try:
-        import torch
+    """``--device`` as a device name (:func:`fusionbench.nn.layers.resolve_device`, imported only
+    when a method may use torch); an unknown name or CUDA without a GPU is a :class:`RunError`."""
+    from .nn.layers import resolve_device as torch_device
 
-        has_cuda = torch.cuda.is_available()
-    except ImportError:
-        has_cuda = False
-    if device == "auto":
-        return "cuda" if has_cuda else "cpu"
-    if not has_cuda:
-        raise RunError(f"--device {device}: no CUDA device is available (use --device cpu or auto)")
-    return device
+    try:
+        return str(torch_device(device))
+    except ValueError as exc:
+        raise RunError(f"--device: {exc}") from None
 
 
 def _accepts_device(factory) -> bool:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fusionbench.nn import to_tensor
+
 #: The two arms, trained and random, as method settings; the default for the trainable methods.
 ARMS = {"vggml": {"trained": {"vgg": "imagenet"}, "random": {"vgg": "random"}}}
 DEFAULT_ARMS = {"trained": {"weights": "shipped"}, "random": {"weights": "random"}}
@@ -38,11 +40,6 @@ def trainable_deep_methods() -> list[str]:
             if info.kind in DEEP_KINDS and hasattr(info.factory, "train_config")]
 
 
-def to_tensor(img: np.ndarray):
-    """(H, W) -> (1, 1, H, W) float32 CPU tensor."""
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None]
 
 
 def why(cases) -> None:

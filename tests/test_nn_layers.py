@@ -73,3 +73,13 @@ def test_parameter_count_of_a_module_and_of_parameters():
     conv.bias.requires_grad_(False)
     assert parameter_count(conv) == 224
     assert parameter_count([conv.weight]) == 216
+
+
+def test_resolve_device_names_a_bad_device():
+    import torch
+
+    with pytest.raises(ValueError, match="device must be auto, cpu, cuda or cuda:N, got 'gpu'"):
+        resolve_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device is available"):
+            resolve_device("cuda:0")

@@ -394,7 +394,7 @@ def test_external_fused_images_are_scored_as_rows(tmp_path):
     for c in cases:  # another tool's fusion: the average, 28x28 as after valid convolutions
         write_image(ext / f"{c.id}.png", (0.5 * (c.pat + c.mri))[2:-2, 2:-2])
     base = dict(methods=["average"], dataset=data, metrics=["SF", "SSIM"])
-    with pytest.raises(RunError, match=r"p0\.png: fused image of 28x28 for a 32x32 pair; add ,size=crop"):
+    with pytest.raises(RunError, match=r"p0\.png: fused image of 28x28 for a 32x32 pair; add ,size=resize"):
         run(_config(tmp_path / "a", external=[f"other={ext}"], **base))
     run(_config(tmp_path / "b", external=[f"other={ext},size=crop"], **base))
     df = load_results(tmp_path / "b").query("group == 'fusion'")
@@ -408,6 +408,22 @@ def test_external_fused_images_are_scored_as_rows(tmp_path):
     assert record["methods"] == ["average", "other"] and record["weights"]["other"].startswith("external: ")
     run(_config(tmp_path / "c", external=[f"other={ext},size=pad"], **base))
     assert set(load_results(tmp_path / "c").query("group == 'fusion'")["method"]) == {"average", "other"}
+    # size=resize scores the pair resized to 28x28: a fused image equal to the resized average has
+    # the SSIM of that average against its resized sources
+    import cv2
+
+    for c in cases:
+        small = [cv2.resize(x, (28, 28), interpolation=cv2.INTER_LINEAR) for x in (c.pat, c.mri)]
+        write_image(ext / f"{c.id}.png", 0.5 * (small[0] + small[1]))
+    run(_config(tmp_path / "r", external=[f"other={ext},size=resize"], methods=["average"], dataset=data,
+                metrics=["SSIM"]))
+    ssim = load_results(tmp_path / "r").query("group == 'fusion'").set_index(["method", "case"])["value"]
+    from fusionbench.metrics.fusion import fusion_suite
+
+    for c in cases:
+        small = [cv2.resize(x, (28, 28), interpolation=cv2.INTER_LINEAR) for x in (c.pat, c.mri)]
+        want = fusion_suite(*small, read_image(ext / f"{c.id}.png"), metrics=["SSIM"])["SSIM"]
+        assert ssim[("other", c.id)] == pytest.approx(want, rel=1e-9)
     (ext / "p1.png").unlink()
     with pytest.raises(RunError, match=r"ext/p1\.\*: no fused image for case 'p1'"):
         run(_config(tmp_path / "d", external=[f"other={ext},size=crop"], **base))

@@ -13,10 +13,17 @@ from torch import nn
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when present, else CPU; anything else is passed to ``torch.device``."""
-    if device is None or str(device) == "auto":
+    """``"auto"`` (or ``None``) picks CUDA when present, else CPU; ``"cpu"``, ``"cuda"`` and
+    ``"cuda:N"`` are taken as they are. An unknown name, or CUDA on a machine without it, is a
+    ``ValueError`` that says so, not an error deep inside the first tensor operation."""
+    name = "auto" if device is None else str(device).lower()
+    if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    if name != "cpu" and name != "cuda" and not name.startswith("cuda:"):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name}: no CUDA device is available (use cpu or auto)")
+    return torch.device(name)
 
 
 def to_tensor(img: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
 
+from ...executors import pool_map
 from ..cache import NpzCache
 from ..case import Case
 from .config import GENERATOR_VERSION, PhantomConfig, split_animals
@@ -83,14 +83,8 @@ def load_phantom(split: str = "test", cfg: PhantomConfig | None = None, *, cache
                     _generate_into_cache(cfg, a, lv, cache_dir)
                     advance()
             else:
-                import multiprocessing as mp
-
-                ctx = mp.get_context("spawn")  # safe with threads (torch, BLAS) in the parent
-                with ProcessPoolExecutor(max_workers=min(jobs, len(missing)), mp_context=ctx) as pool:
-                    futures = [pool.submit(_generate_into_cache, cfg, a, lv, cache_dir) for a, lv in missing]
-                    for fut in as_completed(futures):
-                        fut.result()
-                        advance()
+                for _ in pool_map(_generate_into_cache, [(cfg, a, lv, cache_dir) for a, lv in missing], jobs):
+                    advance()
     cases = []
     for (a, lv), name in zip(wanted, names):
         hit = cache.load(name)
