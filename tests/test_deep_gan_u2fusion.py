@@ -286,16 +286,18 @@ def test_short_training_lowers_the_generator_loss(name, settings, key, steps):
 
 
 def test_u2fusion_fit_is_seeded_cached_and_recorded(tmp_path):
+    from fusionbench.weights import prepare_weights
+
     cases = _tiny_cases()
     settings = dict(steps=3, batch=2, patch=24, pool=4, vgg="random", vgg_size=32)
     a = create_method("u2fusion", weights="random", **settings)
-    record = a.fit(cases, tmp_path)
-    assert record["weights"] == "retrained-toolkit" and record["steps"] == 3
-    assert record["feature_network"] == "random-vgg16 (seed 0)"
-    assert record["mean_information_weights"] == pytest.approx([0.5, 0.5], abs=1e-3)
-    assert len(list(tmp_path.glob("u2fusion-*.pt"))) == 1
+    assert prepare_weights("u2fusion", a, cases, cache_dir=tmp_path, allow_fit=True) == "fitted"
+    metrics = a.provenance["metrics"]
+    assert metrics["steps"] == 3 and metrics["feature_network"] == "random-vgg16 (seed 0)"
+    assert metrics["mean_information_weights"] == pytest.approx([0.5, 0.5], abs=1e-3)
+    assert len(list(tmp_path.glob("u2fusion/*/weights/weights.pt"))) == 1
     b = create_method("u2fusion", weights="random", **settings)
-    b.fit(cases, tmp_path)  # loads the cached file
+    assert prepare_weights("u2fusion", b, cases, cache_dir=tmp_path) == "cached"
     pat, mri = cases[0].pat, cases[0].mri
     assert np.array_equal(a.fuse(pat, mri), b.fuse(pat, mri))
     assert not np.array_equal(a.fuse(pat, mri), create_method("u2fusion", weights="random").fuse(pat, mri))
@@ -303,8 +305,9 @@ def test_u2fusion_fit_is_seeded_cached_and_recorded(tmp_path):
 
 def test_gan_weight_files_hold_the_generator_only(tmp_path):
     method = create_method("ddcgan", weights="random", steps=2, batch=2, patch=16, max_inner=1)
-    method.fit(_tiny_cases(), tmp_path)
-    saved = torch.load(next(tmp_path.glob("ddcgan-*.pt")), weights_only=True)
+    method.fit(_tiny_cases(), tmp_path / "work")
+    method.save_weights(tmp_path)
+    saved = torch.load(tmp_path / "weights.pt", weights_only=True)
     assert saved and all(k.startswith("g.") for k in saved)
     assert sum(v.numel() for v in saved.values()) == ddcgan_g_params()
 
@@ -323,11 +326,9 @@ def test_bad_settings_are_rejected():
 @pytest.mark.parametrize("name", ["ddcgan", "u2fusion", "mefgan"])
 def test_shipped_weights_load_and_fuse(name):
     method = create_method(name, weights="random")
-    if not method.shipped_path().is_file():
-        pytest.skip(f"no shipped weights for {name}")
     shipped = create_method(name)
-    assert shipped.provenance["weights"] == "retrained-toolkit"
-    assert shipped.describe_weights().startswith("retrained-toolkit")
+    assert shipped.provenance["method"] == name and shipped.provenance["data"]["fingerprint"] == "390d3f085b338e88"
+    assert shipped.describe_weights().startswith("trained on phantom train split [")
     rng = np.random.default_rng(0)
     pat, mri = rng.random((40, 40), dtype=np.float32), rng.random((40, 40), dtype=np.float32)
     fused = shipped.fuse(pat, mri)
