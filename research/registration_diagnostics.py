@@ -24,22 +24,9 @@ import numpy as np
 def mattes_mi(fixed_mask):
     """A SimpleITK registration with ``mi-bspline``'s metric settings (Mattes MI, its bins, random
     sampling share and seed, pyramid, threads), the metric taken inside ``fixed_mask``."""
-    import SimpleITK as sitk
-
     from baselines.registration.mi_bspline import MIBSpline
 
-    m = MIBSpline()
-    reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricFixedMask(fixed_mask)
-    reg.SetNumberOfThreads(m.threads)
-    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=m.bins)
-    reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(m.sampling, m.seed)
-    reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetShrinkFactorsPerLevel(list(m.shrink))
-    reg.SetSmoothingSigmasPerLevel(list(m.smooth))
-    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
-    return reg
+    return MIBSpline().registration_method(fixed_mask)
 
 
 def to_sitk(img: np.ndarray):

@@ -92,7 +92,9 @@ class MIBSpline(RegistrationMethod):
         self.affine_iterations, self.bspline_iterations, self.seed = affine_iterations, bspline_iterations, seed
         self.threads, self.mask_margin, self.bspline_step = threads, mask_margin, bspline_step
 
-    def _method(self, fixed_mask: sitk.Image | None = None) -> sitk.ImageRegistrationMethod:
+    def registration_method(self, fixed_mask: sitk.Image | None = None) -> sitk.ImageRegistrationMethod:
+        """A SimpleITK registration with this method's metric (Mattes MI, its bins, random sampling
+        share and seed), pyramid and threads; the metric taken inside ``fixed_mask`` when given."""
         reg = sitk.ImageRegistrationMethod()
         if fixed_mask is not None:
             reg.SetMetricFixedMask(fixed_mask)
@@ -117,7 +119,7 @@ class MIBSpline(RegistrationMethod):
 
         affine = sitk.CenteredTransformInitializer(fixed_s, moving_s, sitk.AffineTransform(2),
                                                    sitk.CenteredTransformInitializerFilter.GEOMETRY)
-        reg = self._method(mask)
+        reg = self.registration_method(mask)
         reg.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-4,
                                                      numberOfIterations=self.affine_iterations,
                                                      gradientMagnitudeTolerance=1e-6)
@@ -127,7 +129,7 @@ class MIBSpline(RegistrationMethod):
         reg.Execute(fixed_s, moving_s)
 
         bspline = sitk.BSplineTransformInitializer(fixed_s, [self.mesh, self.mesh], order=3)
-        reg = self._method(mask)
+        reg = self.registration_method(mask)
         reg.SetOptimizerAsRegularStepGradientDescent(learningRate=self.bspline_step, minStep=1e-3,
                                                      numberOfIterations=self.bspline_iterations,
                                                      gradientMagnitudeTolerance=1e-6)

@@ -239,6 +239,23 @@ def _write_csv(path: Path, header: list[str], rows: list[dict]) -> None:
     atomic_write_bytes(path, text.getvalue().encode())
 
 
+def _load_pairs(pairs, read, suffix: str, repo: Path, pat_label: str, mri_label: str):
+    """Read every ``(case_id, pat_path, mri_path)``: the images to write by role and file name,
+    their shapes and the manifest rows; a pair whose two images differ in size is an error."""
+    files, shapes, rows = {"pat": {}, "mri": {}}, [], []
+    for case_id, pat_path, mri_path in pairs:
+        pat, mri = read(pat_path), read(mri_path)
+        if pat.shape != mri.shape:
+            raise ImageError(f"{pat_path}: {pat_label} {_shape_text(pat.shape)} and {mri_label} {mri_path.name} "
+                             f"{_shape_text(mri.shape)} differ in size")
+        files["pat"][case_id + suffix], files["mri"][case_id + suffix] = pat, mri
+        shapes.append(pat.shape)
+        rows.append({"id": case_id, "pat": f"pat/{case_id}{suffix}", "mri": f"mri/{case_id}{suffix}",
+                     "source_pat": pat_path.relative_to(repo).as_posix(),
+                     "source_mri": mri_path.relative_to(repo).as_posix()})
+    return files, shapes, rows
+
+
 def _sizes(shapes) -> list[tuple[int, int]]:
     return sorted({tuple(int(v) for v in s) for s in shapes})
 
@@ -371,17 +388,7 @@ def import_pamrfuse_v1(repo: str | os.PathLike, out: str | os.PathLike, *,
     if "registered" in parts:
         folder = _require_dir(repo / "fusion_data" / "OursregPATMRI", "PAMRFuse v1 registered-pair folder")
         pairs, skipped = _registered_pairs(folder)
-        rows, shapes, files = [], [], {"pat": {}, "mri": {}}
-        for case_id, pat_path, mri_path in pairs:
-            pat, mri = read_gray(pat_path), read_gray(mri_path)
-            if pat.shape != mri.shape:
-                raise ImageError(f"{pat_path}: PAT {_shape_text(pat.shape)} and MRI {mri_path.name} "
-                                 f"{_shape_text(mri.shape)} differ in size")
-            files["pat"][f"{case_id}.png"], files["mri"][f"{case_id}.png"] = pat, mri
-            shapes.append(pat.shape)
-            rows.append({"id": case_id, "pat": f"pat/{case_id}.png", "mri": f"mri/{case_id}.png",
-                         "source_pat": pat_path.relative_to(repo).as_posix(),
-                         "source_mri": mri_path.relative_to(repo).as_posix()})
+        files, shapes, rows = _load_pairs(pairs, read_gray, ".png", repo, "PAT", "MRI")
         dest = out / "registered"
         jobs.append((dest, files, rows))
         registered_ids = [r["id"] for r in rows]
@@ -395,17 +402,7 @@ def import_pamrfuse_v1(repo: str | os.PathLike, out: str | os.PathLike, *,
         folder = _require_dir(repo / "reg_data" / "val2D", "PAMRFuse v1 unaligned-pair folder")
         pairs, how = _unaligned_pairs(folder)
         suffix = ".png" if unaligned_format == "png16" else ".npy"
-        rows, shapes, files = [], [], {"pat": {}, "mri": {}}
-        for case_id, pat_path, mri_path in pairs:
-            pat, mri = _read_npy_pair_image(pat_path), _read_npy_pair_image(mri_path)
-            if pat.shape != mri.shape:
-                raise ImageError(f"{pat_path}: PAT (B) {_shape_text(pat.shape)} and MRI (A) {mri_path.name} "
-                                 f"{_shape_text(mri.shape)} differ in size")
-            files["pat"][case_id + suffix], files["mri"][case_id + suffix] = pat, mri
-            shapes.append(pat.shape)
-            rows.append({"id": case_id, "pat": f"pat/{case_id}{suffix}", "mri": f"mri/{case_id}{suffix}",
-                         "source_pat": pat_path.relative_to(repo).as_posix(),
-                         "source_mri": mri_path.relative_to(repo).as_posix()})
+        files, shapes, rows = _load_pairs(pairs, _read_npy_pair_image, suffix, repo, "PAT (B)", "MRI (A)")
         dest = out / "unaligned"
         jobs.append((dest, files, rows))
         what = ("PAT/MRI pairs, 16-bit gray PNG of (x+1)/2" if suffix == ".png"
