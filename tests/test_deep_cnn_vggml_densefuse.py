@@ -179,7 +179,7 @@ def test_shipped_weights_load_and_fuse_a_phantom_pair(cls):
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         m = cls(device="cpu")
-    assert m.config()["weights"].startswith("trained on phantom train split [")
+    assert m.config()["weights"].startswith("trained on phantom 1.2 train split (160 pairs) [")
     from fusionbench.data import load_dataset
 
     case = load_dataset("phantom:n=1,size=64", "test")[0]

@@ -328,7 +328,7 @@ def test_shipped_weights_load_and_fuse(name):
     method = create_method(name, weights="random")
     shipped = create_method(name)
     assert shipped.provenance["method"] == name and shipped.provenance["data"]["fingerprint"] == "390d3f085b338e88"
-    assert shipped.describe_weights().startswith("trained on phantom train split [")
+    assert shipped.describe_weights().startswith("trained on phantom 1.2 train split (160 pairs) [")
     rng = np.random.default_rng(0)
     pat, mri = rng.random((40, 40), dtype=np.float32), rng.random((40, 40), dtype=np.float32)
     fused = shipped.fuse(pat, mri)
