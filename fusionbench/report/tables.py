@@ -21,7 +21,7 @@ from ..data.io import atomic_write_bytes
 from ..results import aggregate, higher_is_better, metric_order, rank_methods
 
 __all__ = ["Table", "build_table", "runtime_table", "significance_table", "to_csv", "to_latex",
-           "to_markdown", "write_table"]
+           "to_markdown", "write_table", "read_table", "formatted_cells"]
 
 _TIME_LABELS = {"registration": "Registration (s)", "fusion": "Fusion (s)", "scoring": "Scoring (s)"}
 
@@ -142,6 +142,12 @@ def _cells(table: Table) -> tuple[pd.DataFrame, dict[str, set[str]]]:
     return cells, table.best()
 
 
+def formatted_cells(table: Table) -> tuple[pd.DataFrame, dict[str, set[str]]]:
+    """Per method and column the rounded ``(mean, std)`` strings of the Markdown and LaTeX tables
+    (None where there is no value), and per column the best methods."""
+    return _cells(table)
+
+
 def _arrow(higher: bool | None, latex: bool) -> str:
     if higher is None:
         return ""
@@ -254,3 +260,47 @@ def write_table(table: Table, out_dir: Path, stem: str) -> list[Path]:
         atomic_write_bytes(path, text.encode())
         paths.append(path)
     return paths
+
+
+def read_table(out_dir: str | Path, stem: str) -> Table | None:
+    """The :class:`Table` that :func:`write_table` wrote as ``stem.csv`` (numbers, full precision)
+    and ``stem.md`` (title, column labels, direction arrows, notes); None without ``stem.csv``.
+
+    Without ``stem.md`` the columns keep their names and have no direction.
+    """
+    out_dir = Path(out_dir)
+    try:
+        frame = pd.read_csv(out_dir / f"{stem}.csv", dtype={"method": str}, keep_default_na=False,
+                            na_values=[""]).set_index("method")
+    except (OSError, ValueError, KeyError):
+        return None
+    cols = [c[:-5] for c in frame.columns if c.endswith("_mean")]
+    mean = pd.DataFrame({c: pd.to_numeric(frame[f"{c}_mean"], errors="coerce") for c in cols}, index=frame.index)
+
+    def column(name: str) -> pd.Series:
+        return pd.to_numeric(frame[name], errors="coerce") if name in frame else pd.Series(np.nan, index=frame.index)
+
+    std = pd.DataFrame({c: column(f"{c}_std") for c in cols}, index=frame.index)
+    n = pd.DataFrame({c: column(f"{c}_n") for c in cols}, index=frame.index)
+    title, labels, higher, notes = stem, {}, {c: None for c in cols}, []
+    try:
+        md = (out_dir / f"{stem}.md").read_text().splitlines()
+    except OSError:
+        md = []
+    header = next((line for line in md if line.startswith("| Method")), None)
+    for line in md:
+        if line.startswith("### "):
+            title = line[4:].strip()
+        elif line.startswith("_") and line.endswith("_") and len(line) > 1:
+            notes.append(line[1:-1])
+    if header is not None:
+        heads = [h.strip() for h in header.strip().strip("|").split(" | ")][1:1 + len(cols)]
+        for c, h in zip(cols, heads):
+            if h.endswith(" ↑") or h.endswith(" ↓"):
+                higher[c] = h.endswith(" ↑")
+                h = h[:-2]
+            labels[c] = h
+    weights = frame["weights"].fillna("").astype(str).to_dict() if "weights" in frame else {}
+    return Table(title=title, mean=mean, std=std, n=n, higher=higher,
+                 avg_rank=pd.to_numeric(frame["avg_rank"], errors="coerce") if "avg_rank" in frame else None,
+                 labels=labels, notes=notes, row_notes={m: t for m, t in weights.items() if t})
