@@ -233,7 +233,7 @@ def list_cmd(kind: Optional[str] = typer.Option(None, "--kind", help="only this 
 
 @app.command("report")
 def report_cmd(run_dir: Path = typer.Argument(..., help="a run folder")) -> None:
-    """Rebuild the tables and figures of a run from its results."""
+    """Rebuild the tables, figures and report page (report/index.html) of a run from its results."""
     from .report import build_report
 
     try:
@@ -241,6 +241,10 @@ def report_cmd(run_dir: Path = typer.Argument(..., help="a run folder")) -> None
     except FileNotFoundError as exc:
         _fail(str(exc))
     for kind, paths in written.items():
+        if kind == "html":  # the page, then its many images: name the page, count the images
+            console.print(f"{kind:>13}: {paths[0]} ({len(paths) - 1} images under {paths[0].parent / 'img'})",
+                          highlight=False)
+            continue
         console.print(f"{kind:>13}: " + ", ".join(str(p) for p in paths), highlight=False)
     md = run_dir / "report" / "fusion.md"
     if md.exists():

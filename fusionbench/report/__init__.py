@@ -12,6 +12,13 @@ Files written under ``RUN/report/``:
 - ``significance.{csv,md}``: paired Wilcoxon tests of the best method against each other one,
   Holm-corrected per metric;
 - ``fused_grid.png``: fused images of a few cases;
+- ``figures/fusion_CASE.png``, ``figures/registration_CASE.png``: per case (the first
+  ``figure_cases``), the sources and every method's fused image with a zoomed inset, and the
+  registration checks (checkerboard, MRI edges on the registered PAT) of every registration
+  method, at the width of a paper column (3.5 in, 300 dpi);
+- ``index.html`` and ``img/``: the report page (:mod:`fusionbench.report.html`): the run's record,
+  the sortable ranked tables with significance marks, per-case galleries, registration checks,
+  the task tables of ``RUN/segment`` when present, the runtime chart, failures and the figures;
 - ``README.md``: all Markdown tables, the run's configuration and its failures.
 """
 from __future__ import annotations
@@ -23,7 +30,8 @@ import pandas as pd
 
 from ..data.io import atomic_write_bytes
 from ..results import assemble, load_failures, run_info, wilcoxon_vs_best
-from .figures import fused_grid
+from .figures import RunImages, fused_grid, fusion_case_figure, registration_case_figure
+from .html import table_context, write_html
 from .tables import build_table, runtime_table, significance_table, to_markdown, with_time_column, write_table
 
 __all__ = ["build_report"]
@@ -39,8 +47,33 @@ def _markdown_frame(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_report(run_dir: str | Path, *, figure_cases: int = 3) -> dict[str, list[Path]]:
-    """Write the tables, significance tests and figure of ``run_dir``; return the paths by kind."""
+def _slug(name: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._") or "x"
+
+
+def _column_figures(run_dir: Path, out: Path, cases: list[str], fusion_methods: list[str],
+                    reg_methods: list[str], registration: str) -> list[Path]:
+    """The paper-column figures of ``cases`` under ``out/figures`` (old ones removed)."""
+    folder = out / "figures"
+    for old in folder.glob("*.png") if folder.is_dir() else ():
+        old.unlink()
+    images, paths = RunImages(run_dir), []
+    for case in cases:
+        if fusion_methods:
+            p = fusion_case_figure(images, fusion_methods, case, folder / f"fusion_{_slug(case)}.png",
+                                   registration=registration)
+            paths += [p] if p is not None else []
+        if reg_methods:
+            p = registration_case_figure(images, reg_methods, case, folder / f"registration_{_slug(case)}.png")
+            paths += [p] if p is not None else []
+    return paths
+
+
+def build_report(run_dir: str | Path, *, figure_cases: int = 3, gallery_cases: int = 60) -> dict[str, list[Path]]:
+    """Write the tables, significance tests, figures and report page of ``run_dir``; return the
+    paths by kind (``html``: the page first, then its images)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run folder")
@@ -98,6 +131,23 @@ def build_report(run_dir: str | Path, *, figure_cases: int = 3) -> dict[str, lis
     if grid is not None:
         written["figures"] = [grid]
         md_parts += ["![fused images](fused_grid.png)", ""]
+    # Registration checks: the unregistered input, the registration methods, the joint methods.
+    checked = list(dict.fromkeys([*reg_methods, *joint,
+                                  *(m for m in fusion_methods if (run_dir / "registered" / m).is_dir())]))
+    column = _column_figures(run_dir, out, cases, fusion_methods, checked, registration)
+    if column:
+        written.setdefault("figures", []).extend(column)
+        md_parts += [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in column] + [""]
     atomic_write_bytes(out / "README.md", "\n".join(md_parts).encode())
     written["readme"] = [out / "README.md"]
+
+    all_cases = [c for c in info.get("cases", []) if c in set(df["case"])] or sorted(set(df["case"]))
+    sig_by = {g: sig[sig["group"] == g].drop(columns="group") for g in ("fusion", "registration")}
+    contexts = [table_context(t, stem, csv=f"{stem}.csv", sig=sig_by.get(stem))
+                for t, stem in ((fusion, "fusion"), (registration_tab, "registration")) if not t.mean.empty]
+    written["html"] = write_html(run_dir, out, info=info, tables=contexts,
+                                 runtime=None if runtime.mean.empty else runtime, significance=sig,
+                                 failures=failures, cases=all_cases, fusion_methods=fusion_methods,
+                                 registration_methods=checked, figures=written.get("figures", []),
+                                 gallery_cases=gallery_cases)
     return written
