@@ -111,6 +111,17 @@ class MIBSpline(RegistrationMethod):
     def register(self, moving: np.ndarray, fixed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         moving, fixed = as_image(moving, "moving"), as_image(fixed, "fixed")
         check_same_shape(moving=moving, fixed=fixed)
+        # The pyramid's smoothing, the metric and the initialiser run on ITK's global default
+        # thread count, not the registration's: with several threads their float sums change
+        # with scheduling, and so did the result from one call to the next.
+        threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(self.threads)
+        try:
+            return self._register(moving, fixed)
+        finally:
+            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+
+    def _register(self, moving: np.ndarray, fixed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         fixed_s = _to_sitk(fixed)
         moving_s = _to_sitk(ndi.gaussian_filter(moving, self.moving_sigma) if self.moving_sigma else moving)
         mask = None
