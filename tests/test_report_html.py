@@ -287,6 +287,33 @@ def test_page_renders_in_headless_chromium(report_run, tmp_path):
         assert f'id="{table}"' in dom.stdout
     assert "page scripts ran" in dom.stdout
 
+    # Clicking a column header sorts (best first, then reversed); "next" shows the second case.
+    copy = tmp_path / "report"
+    shutil.copytree(out / "report", copy)
+    probe = """<script>(function () {
+      var t = document.getElementById("fusion"), th = t.querySelector('th[data-col="MI"]');
+      function order() { return Array.prototype.map.call(t.tBodies[0].rows,
+                                 function (r) { return r.getAttribute("data-method"); }).join(","); }
+      th.click(); var first = order(); th.click(); var second = order();
+      document.querySelector("#gallery .next").click();
+      var shown = Array.prototype.filter.call(document.querySelectorAll("#gallery .page"),
+                                              function (p) { return !p.hidden; });
+      document.body.setAttribute("data-probe", first + "|" + second + "|" + shown.length + "|"
+                                 + shown[0].getAttribute("data-case"));
+    })();</script></body>"""
+    html = (copy / "index.html").read_text(encoding="utf-8")
+    (copy / "index.html").write_text(html.replace("</body>", probe), encoding="utf-8")
+    res = subprocess.run(base + ["--dump-dom", (copy / "index.html").as_uri()], capture_output=True, text=True,
+                         timeout=180)
+    found = re.search(r'data-probe="([^"]*)"', res.stdout)
+    assert found, res.stdout[-2000:]
+    first, second, n_shown, case = found.group(1).split("|")
+    mi = pd.read_csv(out / "report" / "fusion.csv", index_col="method")["MI_mean"]
+    assert first.split(",") == list(mi.sort_values(ascending=False).index)  # MI: higher is better first
+    assert second.split(",") == list(mi.sort_values(ascending=True).index)
+    cases = [c.id for c in load_dataset(SPEC, "test")]
+    assert n_shown == "1" and case == cases[1]
+
     shot = tmp_path / "page.png"
     res = subprocess.run(base + ["--hide-scrollbars", "--window-size=1280,1600", f"--screenshot={shot}", url],
                          capture_output=True, text=True, timeout=180)
