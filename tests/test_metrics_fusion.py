@@ -250,9 +250,9 @@ def test_identical_inputs_mi_is_twice_the_entropy(triplet):
     assert mi(a, a, a, convention="vifb") == pytest.approx(2 * LN2 * en(a), rel=1e-12)
 
 
-def test_identical_inputs_ssim_is_one(triplet):
+def test_identical_inputs_ssim_is_one_per_source(triplet):
     a = triplet[0]
-    assert ssim(a, a, a) == pytest.approx(1.0, abs=1e-12)
+    assert ssim(a, a, a) == pytest.approx(2.0, abs=1e-12)  # paper = cddfuse: a sum
     assert ssim(a, a, a, convention="tang") == pytest.approx(1.0, abs=1e-12)
     assert ssim(a, a, a, convention="vifb") == pytest.approx(2.0, abs=1e-12)  # a sum
     assert ssim(a, a, a, convention="cddfuse") == pytest.approx(2.0, abs=1e-12)
@@ -433,12 +433,10 @@ def test_sf_of_a_rectangle_uses_each_direction_count():
 # SSIM
 # --------------------------------------------------------------------------------------------
 
-def test_ssim_paper_and_tang_match_literal_matlab():
+def test_ssim_tang_matches_literal_matlab():
     a, b = smooth_image(9, (13, 12), 1.0), smooth_image(10, (13, 12), 1.0)
     f = eight_bit(0.5 * a + 0.5 * b)
     unit = [x.astype(float) for x in (a, b, f)]
-    expected = 0.5 * (literal_ssim_matlab(unit[2], unit[0], 1.0) + literal_ssim_matlab(unit[2], unit[1], 1.0))
-    assert ssim(a, b, f) == pytest.approx(expected, rel=1e-9)
     scaled = [255 * x for x in unit]
     expected = 0.5 * (literal_ssim_matlab(scaled[2], scaled[0], 1.0) + literal_ssim_matlab(scaled[2], scaled[1], 1.0))
     assert ssim(a, b, f, convention="tang") == pytest.approx(expected, rel=1e-9)
@@ -457,6 +455,7 @@ def test_ssim_cddfuse_matches_skimage_with_the_old_defaults(triplet):
     expected = sum(structural_similarity(f, x, win_size=7, gaussian_weights=False, use_sample_covariance=True,
                                          data_range=2) for x in (a, b))
     assert ssim(*triplet, convention="cddfuse") == pytest.approx(expected, rel=1e-10)
+    assert ssim(*triplet) == ssim(*triplet, convention="cddfuse")  # the paper default
 
 
 def test_ssim_map_matches_skimage_gaussian_inside_the_border(triplet):
@@ -470,8 +469,8 @@ def test_ssim_map_matches_skimage_gaussian_inside_the_border(triplet):
 
 def test_ssim_is_well_defined_on_constant_images():
     flat = np.full((12, 12), 0.5)
-    assert ssim(flat, flat, flat) == pytest.approx(1.0)
-    assert -1 <= ssim(flat, flat, np.zeros((12, 12))) < 1
+    assert ssim(flat, flat, flat) == pytest.approx(2.0)  # a sum over the two sources
+    assert -2 <= ssim(flat, flat, np.zeros((12, 12))) < 2
 
 
 # --------------------------------------------------------------------------------------------
@@ -622,7 +621,7 @@ def random_triplets(draw):
 
 RANGES = {  # documented ranges under the default convention
     "MI": (0.0, 16.0), "VIF": (0.0, math.inf), "Qabf": (0.0, 0.9754), "SF": (0.0, math.sqrt(2)),
-    "SSIM": (-1.0, 1.0), "EN": (0.0, 8.0), "SD": (0.0, 127.5), "AG": (0.0, 255.0 * 2), "PSNR": (0.0, math.inf),
+    "SSIM": (-2.0, 2.0), "EN": (0.0, 8.0), "SD": (0.0, 127.5), "AG": (0.0, 255.0 * 2), "PSNR": (0.0, math.inf),
 }
 
 

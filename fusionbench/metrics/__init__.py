@@ -41,7 +41,7 @@ _rows = [
     ("VIF", vif, "fusion", True, ">= 0 (sum of two; 2 for f == a == b)", "Sheikh & Bovik, IEEE TIP 15(2), 2006"),
     ("Qabf", qabf, "fusion", True, "[0, 0.9754]", "Xydeas & Petrovic, Electronics Letters 36(4), 2000"),
     ("SF", lambda a, b, f, **kw: sf(f, **kw), "fusion", True, "[0, sqrt(2)] on [0, 1]", "Eskicioglu & Fisher, IEEE Trans. Commun. 43(12), 1995"),
-    ("SSIM", ssim, "fusion", True, "[-1, 1] (mean of two)", "Wang et al., IEEE TIP 13(4), 2004"),
+    ("SSIM", ssim, "fusion", True, "[-2, 2] (sum of two)", "Wang et al., IEEE TIP 13(4), 2004"),
     ("FMI_pixel", _fmi_column("edge"), "fusion", True, "[0, 1]", _HAGHIGHAT + " (edge features, the toolbox default)"),
     ("FMI_dct", _fmi_column("dct"), "fusion", True, "[0, 1]", _HAGHIGHAT),
     ("FMI_w", _fmi_column("wavelet"), "fusion", True, "[0, 1]", _HAGHIGHAT),

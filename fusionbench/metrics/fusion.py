@@ -503,15 +503,15 @@ def _ssim_skimage_old(x: np.ndarray, y: np.ndarray) -> float:
 def _ssim(images: _Images, convention: str) -> float:
     check_convention(convention, "ssim")
     _require("ssim", convention, "SSIM")
-    if convention in ("paper", "tang"):
-        # Same formula and L = 1; Tang's toolbox feeds it 0-255 data.
-        x_a, x_b, x_f = images.unit if convention == "paper" else images.scaled
-        return float(0.5 * (_ssim_map_matlab(x_f, x_a, 1.0).mean() + _ssim_map_matlab(x_f, x_b, 1.0).mean()))
     x_a, x_b, x_f = images.scaled
+    if convention == "tang":
+        # Matlab's ssim with its double-class DynamicRange L = 1, fed 0-255 data by Tang's toolbox.
+        return float(0.5 * (_ssim_map_matlab(x_f, x_a, 1.0).mean() + _ssim_map_matlab(x_f, x_b, 1.0).mean()))
     if convention == "vifb":
         _require_size("ssim", images.shape, 11, "VIFB's 'valid' 11 x 11 window")
         return _ssim_wang_valid(x_a, x_f) + _ssim_wang_valid(x_b, x_f)
-    _require_size("ssim", images.shape, 7, "the 7 x 7 window of the CDDFuse convention")
+    # paper = cddfuse: the Evaluator the seed paper's released code ships (docs/conventions.md).
+    _require_size("ssim", images.shape, 7, "the 7 x 7 window of CDDFuse's SSIM")
     return _ssim_skimage_old(x_f, x_a) + _ssim_skimage_old(x_f, x_b)
 
 
@@ -523,22 +523,31 @@ def ssim(a, b, f, *, convention: str = "paper") -> float:
     a, b, f : array_like
         PAT source, MRI source and fused image in [0, 1], same shape.
     convention : {"paper", "tang", "vifb", "cddfuse"}
-        ``paper``: Matlab's ``ssim`` (Gaussian window sigma 1.5, 11 x 11, replicate padding,
-        K = (0.01, 0.03), L = 1, mean of the full map) on **[0, 1]** intensities, the **mean**
-        (SSIM(F, A) + SSIM(F, B)) / 2.
-        ``tang``: the same call on 0-255 data with L = 1 (Tang's toolbox), so C1 and C2 are
-        negligible; values fall well below ``paper``'s.
+        ``paper`` = ``cddfuse``: the SSIM of CDDFuse's ``Evaluator``, which the seed paper's
+        released code ships: scikit-image 0.19's ``structural_similarity`` defaults on the 0-255
+        values (7 x 7 uniform window, sample covariance, data_range 2, the float dtype range, so
+        C1 = 0.02^2 and C2 = 0.06^2 are negligible; mean of the map cropped by 3 pixels), the
+        **sum** SSIM(F, A) + SSIM(F, B), in [-2, 2]; needs 7 x 7 pixels. On 36 real registered
+        PAT/MRI pairs it is the published variant that puts the classic methods where the paper's
+        Table 2 has them (median 0.84 against the paper's 0.90; docs/conventions.md).
+        ``tang``: Matlab's ``ssim`` (Gaussian window sigma 1.5, 11 x 11, replicate padding,
+        K = (0.01, 0.03), L = 1, mean of the full map) on 0-255 data, as Tang's toolbox calls it,
+        so C1 and C2 are negligible; the **mean** (SSIM(F, A) + SSIM(F, B)) / 2.
         ``vifb``: Wang's ``ssim_index``: same window, 'valid' filtering, L = 255 on 0-255,
         the **sum** SSIM(A, F) + SSIM(B, F) (in [-2, 2]); needs 11 x 11 pixels.
-        ``cddfuse``: old scikit-image defaults on 0-255 floats (7 x 7 uniform window, sample
-        covariance, data_range 2, map cropped by 3), the **sum**; needs 7 x 7 pixels.
         ``mefb`` raises (MEFB reports MEF-SSIM).
 
     Returns
     -------
     float
-        ``paper``: in [-1, 1], 1 for ``f == a == b``; higher is better. Constant images are
+        ``paper``: in [-2, 2], 2 for ``f == a == b``; higher is better. Constant images are
         well defined (the constants C1, C2 > 0).
+
+    Raises
+    ------
+    ValueError
+        Unknown convention, ``mefb``, or an image smaller than the window (7 x 7; ``vifb``
+        11 x 11).
     """
     return _ssim(_Images("ssim", a, b, f), convention)
 
