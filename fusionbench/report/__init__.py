@@ -92,7 +92,8 @@ def build_report(run_dir: str | Path, *, figure_cases: int = 3, gallery_cases: i
     registration_tab = build_table(
         df, "registration", "Registration of PAT to MRI, mean ± std over test cases",
         reg_methods + joint,
-        notes=["EPE in pixels inside the body, Dice in percent, Folding as a fraction; "
+        notes=["EPE in pixels inside the body (labels, or the body mask of misalign=; else the whole "
+               "image), Dice in percent, Folding as a fraction; "
                "ground-truth columns only where the data have ground truth; Registration (s): "
                "wall-clock seconds per pair in one worker, not ranked."], row_notes=weights)
     registration_tab = with_time_column(registration_tab, df, "registration")
@@ -141,13 +142,15 @@ def build_report(run_dir: str | Path, *, figure_cases: int = 3, gallery_cases: i
     atomic_write_bytes(out / "README.md", "\n".join(md_parts).encode())
     written["readme"] = [out / "README.md"]
 
-    all_cases = [c for c in info.get("cases", []) if c in set(df["case"])] or sorted(set(df["case"]))
+    # The gallery: every case of the run, every fusion method it ran (a failed one shows as failed).
+    all_cases = list(info.get("cases", [])) or sorted(set(df["case"]))
     sig_by = {g: sig[sig["group"] == g].drop(columns="group") for g in ("fusion", "registration")}
     contexts = [table_context(t, stem, csv=f"{stem}.csv", sig=sig_by.get(stem))
                 for t, stem in ((fusion, "fusion"), (registration_tab, "registration")) if not t.mean.empty]
     written["html"] = write_html(run_dir, out, info=info, tables=contexts,
                                  runtime=None if runtime.mean.empty else runtime, significance=sig,
-                                 failures=failures, cases=all_cases, fusion_methods=fusion_methods,
+                                 failures=failures, cases=all_cases,
+                                 fusion_methods=list(info.get("methods", [])) or fusion_methods,
                                  registration_methods=checked, figures=written.get("figures", []),
                                  gallery_cases=gallery_cases)
     return written

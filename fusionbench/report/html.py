@@ -318,11 +318,12 @@ def _tasks(run_dir: Path, images: _ImageWriter) -> dict[str, Any] | None:
     seg = run_dir / "segment"
     if not seg.is_dir():
         return None
-    tables = []
+    tables, files = [], []
     for stem in ("contour", "organs"):
         table = read_table(seg, stem)
         if table is not None and not table.mean.empty:
             tables.append(table_context(table, f"task-{stem}"))
+            files.append(f"segment/{stem}.csv")
     overlay = None
     if (seg / "overlay.png").is_file():
         overlay = images.copy(f"{IMAGE_DIR}/segment_overlay.png", seg / "overlay.png")
@@ -332,7 +333,7 @@ def _tasks(run_dir: Path, images: _ImageWriter) -> dict[str, Any] | None:
         meta = {}
     if not tables and overlay is None:
         return None
-    return {"tables": tables, "overlay": overlay, "preset": meta.get("preset"),
+    return {"tables": tables, "files": files, "overlay": overlay, "preset": meta.get("preset"),
             "sources": meta.get("sources", []), "cases": len(meta.get("cases", []))}
 
 
