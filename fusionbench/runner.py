@@ -244,6 +244,7 @@ class _Task:
     flow_true: np.ndarray | None = None
     labels_pat: np.ndarray | None = None
     labels_mri: np.ndarray | None = None
+    roi: np.ndarray | None = None
 
 
 def _error_text(exc: BaseException) -> str:
@@ -266,7 +267,8 @@ def _execute(context: dict, task: _Task) -> dict:
             stage = "score registration"
             t0 = perf_counter()
             out["rows"] += score_registration(registered, task.mri, flow, flow_true=task.flow_true,
-                                              labels_pat=task.labels_pat, labels_mri=task.labels_mri)
+                                              labels_pat=task.labels_pat, labels_mri=task.labels_mri,
+                                              roi=task.roi)
             times["scoring"] = perf_counter() - t0
             out["flow"], out["registered"], pat = flow, registered, registered
         mri = task.mri
@@ -536,7 +538,7 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunSummary:
     try:
         _run_phase(names=plan.reg_methods, registration=None, **phase,
                    make_task=lambda n, c: _Task("register", n, c.id, c.pat, c.mri, c.flow_true,
-                                                c.labels_pat, c.labels_mri))
+                                                c.labels_pat, c.labels_mri, c.roi))
         registered = _registered_inputs(plan, fingerprints)
         _run_phase(names=plan.fusion_names, registration=plan.registration, **phase,
                    make_task=lambda n, c: _fusion_task(n, c, registered, plan.external),
@@ -573,7 +575,7 @@ def _fusion_task(name: str, case, registered: dict[str, np.ndarray], external) -
         return _Task("external", name, case.id, registered[case.id], case.mri)
     if not get_method_info(name).needs_alignment:
         return _Task("joint", name, case.id, case.pat, case.mri, case.flow_true, case.labels_pat,
-                     case.labels_mri)
+                     case.labels_mri, case.roi)
     if case.id not in registered:
         return None
     return _Task("fuse", name, case.id, registered[case.id], case.mri)

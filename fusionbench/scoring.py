@@ -93,7 +93,7 @@ def _timed(fn, *args, **kwargs) -> tuple[Any, float]:
 
 def score_registration(registered: np.ndarray, mri: np.ndarray, flow: np.ndarray | None = None, *,
                        flow_true: np.ndarray | None = None, labels_pat: np.ndarray | None = None,
-                       labels_mri: np.ndarray | None = None) -> list[MetricRow]:
+                       labels_mri: np.ndarray | None = None, roi: np.ndarray | None = None) -> list[MetricRow]:
     """``group="registration"`` rows: MI, NMI, NCC, and the ground-truth errors that apply.
 
     Parameters
@@ -106,7 +106,8 @@ def score_registration(registered: np.ndarray, mri: np.ndarray, flow: np.ndarray
         The displacement the registration found (``warp(pat, flow) == registered``); zero if None.
     flow_true : (2, H, W) array, optional
         The true displacement; gives ``EPE_mean``/``EPE_p95`` (pixels, inside ``labels_mri > 0``
-        when labels are given, else everywhere) and ``Folding`` (fraction, same mask).
+        when labels are given, else inside ``roi``, else everywhere) and ``Folding`` (fraction,
+        same mask).
     labels_pat, labels_mri : (H, W) int arrays, optional
         Organ labels in PAT and MRI space; give ``Dice`` (percent, mean over organs) of the PAT
         labels warped by ``flow`` against the MRI labels.
@@ -121,7 +122,7 @@ def score_registration(registered: np.ndarray, mri: np.ndarray, flow: np.ndarray
     for name, fn in (("MI", reg.mi), ("NMI", reg.nmi), ("NCC", reg.ncc)):
         value, sec = _timed(fn, registered, mri)
         rows.append(_row("registration", name, value, sec))
-    mask = labels_mri > 0 if labels_mri is not None else None
+    mask = labels_mri > 0 if labels_mri is not None else roi
     if flow_true is not None:
         epe, sec = _timed(reg.endpoint_error, flow, flow_true, mask=mask)
         rows.append(_row("registration", "EPE_mean", epe["mean"], sec))

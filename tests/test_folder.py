@@ -354,10 +354,10 @@ def test_bad_labels_and_flows_are_named(tmp_path):
     (tmp_path / "labels_mri" / "orphan.png").unlink()
     (tmp_path / "flow").mkdir()
     np.save(tmp_path / "flow" / "a.npy", np.zeros((2, 3, 3)))
-    with pytest.raises(ImageError, match=r"flow/a\.npy: flow shape \(2, 3, 3\), expected \(2, 12, 10\)"):
+    with pytest.raises(ImageError, match=r"flow/a\.npy: shape \(2, 3, 3\), expected \(2, 12, 10\)"):
         load_folder(tmp_path)
     np.save(tmp_path / "flow" / "a.npy", np.full((2, *SHAPE), np.inf))
-    with pytest.raises(ImageError, match=r"flow/a\.npy: NaN/Inf in flow"):
+    with pytest.raises(ImageError, match=r"flow/a\.npy: NaN/Inf in displacement field"):
         load_folder(tmp_path)
 
 

@@ -432,3 +432,17 @@ def test_external_fused_images_are_scored_as_rows(tmp_path):
         run(_config(tmp_path / "e", external=[f"other={ext},size=crop"], **base))
     with pytest.raises(RunError, match="unknown option"):
         run(_config(tmp_path / "f", external=[f"other={ext},size=stretch"], **base))
+
+
+def test_endpoint_error_is_measured_inside_the_roi_when_there_are_no_labels():
+    from fusionbench.scoring import score_registration
+
+    mri = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    flow_true = np.full((2, 8, 8), 3.0, np.float32)
+    roi = np.zeros((8, 8), bool)
+    roi[2:6, 2:6] = True
+    flow_true[:, roi] = 0.6  # |(0.6, 0.6)| = 0.8485 inside, |(3, 3)| = 4.243 outside
+    rows = {r["metric"]: r["value"] for r in score_registration(mri, mri, flow_true=flow_true, roi=roi)}
+    assert rows["EPE_mean"] == pytest.approx(0.6 * np.sqrt(2), rel=1e-6)
+    rows = {r["metric"]: r["value"] for r in score_registration(mri, mri, flow_true=flow_true)}
+    assert rows["EPE_mean"] == pytest.approx((16 * 0.6 + 48 * 3.0) * np.sqrt(2) / 64, rel=1e-6)

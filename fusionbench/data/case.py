@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from ..warp import check_flow
 from .io import ImageError, as_image, as_label_map, check_same_shape
 
 __all__ = ["Case", "ORGANS", "ORGAN_IDS"]
@@ -35,7 +36,9 @@ class Case:
     ``pat`` (moving) and ``mri`` (fixed) are float32 (H, W) images in [0, 1]. ``labels_mri`` is an
     int label map in MRI space (ids of :data:`ORGANS`), ``labels_pat`` the same anatomy in PAT
     space, ``flow_true`` the float32 (2, H, W) displacement (pixels; channel 0 rows, 1 columns) with
-    ``warp(pat, flow_true)`` aligned to ``mri``.
+    ``warp(pat, flow_true)`` aligned to ``mri``. ``roi`` is a boolean mask of where
+    ``flow_true`` is meaningful when there are no label maps (e.g. the body of a real pair moved
+    by ``misalign=``): endpoint errors are measured inside it.
     """
 
     id: str
@@ -45,6 +48,7 @@ class Case:
     labels_pat: np.ndarray | None = None
     flow_true: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    roi: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.pat = as_image(self.pat, name=f"{self.id}/pat")
@@ -59,12 +63,15 @@ class Case:
                     raise ImageError(f"{self.id}/{key}: shape {lab.shape} differs from image shape {shape}")
                 setattr(self, key, lab)
         if self.flow_true is not None:
-            flow = np.asarray(self.flow_true, dtype=np.float32)
-            if flow.shape != (2, *shape):
-                raise ImageError(f"{self.id}/flow_true: shape {flow.shape}, expected {(2, *shape)}")
-            if not np.all(np.isfinite(flow)):
-                raise ImageError(f"{self.id}/flow_true: NaN/Inf in flow")
-            self.flow_true = flow
+            try:
+                self.flow_true = check_flow(self.flow_true, shape, f"{self.id}/flow_true")
+            except ValueError as exc:
+                raise ImageError(str(exc)) from None
+        if self.roi is not None:
+            roi = np.asarray(self.roi)
+            if roi.shape != shape:
+                raise ImageError(f"{self.id}/roi: shape {roi.shape} differs from image shape {shape}")
+            self.roi = roi.astype(bool)
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -67,6 +67,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..warp import check_flow
 from .case import Case
 from .io import (READABLE_SUFFIXES, ArrayFile, ColourImageError, ImageError, as_image, file_stem,
                  file_suffix, normalize_intensity, read_array)
@@ -386,14 +387,12 @@ def _read_flow(path: Path, expected: tuple[int, ...]) -> np.ndarray:
         flow = np.load(path, allow_pickle=False)
     except Exception as exc:
         raise ImageError(f"{path}: unreadable flow ({type(exc).__name__}: {exc})") from None
-    if flow.shape != (2, *expected):
-        raise ImageError(f"{path}: flow shape {flow.shape}, expected {(2, *expected)} "
-                         "(channel 0 row shift, channel 1 column shift, on the MRI grid)")
     if not np.issubdtype(flow.dtype, np.number) or np.issubdtype(flow.dtype, np.complexfloating):
         raise ImageError(f"{path}: flow dtype {flow.dtype}; expected real numbers")
-    if not np.all(np.isfinite(flow)):
-        raise ImageError(f"{path}: NaN/Inf in flow")
-    return flow.astype(np.float32)
+    try:
+        return check_flow(flow, tuple(expected), str(path))
+    except ValueError as exc:
+        raise ImageError(f"{exc} (channel 0 row shift, channel 1 column shift, on the MRI grid)") from None
 
 
 def _slices(arr: np.ndarray, axis: int, path: Path) -> np.ndarray:

@@ -154,4 +154,4 @@ def misalign_case(case: Case, level: str, seed: int = 0) -> Case:
     meta = {**case.meta, "misalign": level, "misalign_seed": int(seed), "max_disp_px": max_disp,
             "body_mask": source, "flow_mri_to_pat": flow_inv}
     return Case(case.id, pat, case.mri, labels_mri=labels_mri, labels_pat=labels_pat, flow_true=flow_true,
-                meta=meta)
+                meta=meta, roi=body)
