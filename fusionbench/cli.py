@@ -146,13 +146,14 @@ def run_cmd(
     if any(st.errors for st in summary.methods.values()):
         console.print(f"details: {summary.out / 'failures.csv'} and the case files under "
                       f"{summary.out / 'cases'}", highlight=False, soft_wrap=True)
-    if report:
+    if tasks:
+        _run_task_evaluations(summary.out, tasks, preset=preset, jobs=jobs, scheduler=scheduler)
+    if report:  # after the tasks, so the page holds their tables too
         from .report import build_report
 
         written = build_report(summary.out)
-        console.print(f"report: {summary.out / 'report'} ({sum(len(v) for v in written.values())} files)")
-    if tasks:
-        _run_task_evaluations(summary.out, tasks, preset=preset, jobs=jobs, scheduler=scheduler)
+        console.print(f"report: {summary.out / 'report' / 'index.html'} "
+                      f"({sum(len(v) for v in written.values())} files)")
     if summary.all_failed:
         raise typer.Exit(1)
 

@@ -65,7 +65,8 @@ def _run_method(record: dict, name: str, cases):
     from fusionbench.runner import config_fingerprint, fit_method, method_identity
 
     method, state = fit_method(name, record["dataset"], device=record.get("device", "cpu"),
-                               settings=record.get("method_settings", {}).get(name), train_cases=cases)
+                               settings=record.get("method_settings", {}).get(name), train_cases=cases,
+                               allow_fit=False)
     used = record.get("method_configs", {}).get(name)
     if used is not None and config_fingerprint(method_identity(method)) != config_fingerprint(used):
         raise ValueError(f"{name}: its configuration or weights differ from those of the run's test images "

@@ -56,6 +56,7 @@ def test_score_bad_input_is_one_clear_line(triplet, tmp_path):
     assert result.exit_code == 2 and "shape mismatch" in result.output
 
 
+@pytest.mark.slow
 def test_run_errors_and_exit_codes(tmp_path, monkeypatch):
     monkeypatch.setenv("FUSIONBENCH_CACHE", str(tmp_path / "cache"))
     result = runner.invoke(app, ["run", "--methods", "nope", "--out", str(tmp_path / "x")])
@@ -86,6 +87,7 @@ def test_run_errors_and_exit_codes(tmp_path, monkeypatch):
         _REGISTRY.update(before)
 
 
+@pytest.mark.slow
 def test_run_with_contour_task_writes_table_3(tmp_path, monkeypatch):
     import pandas as pd
 
@@ -93,7 +95,7 @@ def test_run_with_contour_task_writes_table_3(tmp_path, monkeypatch):
     out = tmp_path / "t"
     result = runner.invoke(app, ["run", "--dataset", "phantom:n=4,size=64", "--registration", "identity",
                                  "--jobs", "1", "--metrics", "SF", "--methods", "average,maximum", "--out",
-                                 str(out), "--tasks", "contour"])
+                                 str(out), "--tasks", "contour", "--no-report"])  # the task, not the report
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out / "segment" / "contour.csv").set_index("method")
     assert set(table.index) == {"PAT", "MRI", "average", "maximum"}
@@ -109,6 +111,7 @@ def test_run_with_contour_task_writes_table_3(tmp_path, monkeypatch):
     assert not_a_run.exit_code == 2 and "no run.json" in not_a_run.output
 
 
+@pytest.mark.slow
 def test_fit_with_a_preset_is_the_fit_a_run_with_the_same_settings_uses(tmp_path, monkeypatch):
     # `fusionbench fit pamrfuse+ --preset paper --device cuda` is the command; the tiny
     # preset keeps the same path cheap.
@@ -129,13 +132,13 @@ def test_fit_with_a_preset_is_the_fit_a_run_with_the_same_settings_uses(tmp_path
     out = tmp_path / "run"
     result = runner.invoke(app, ["run", "--dataset", data, "--registration", "identity", "--jobs", "1",
                                  "--metrics", "SF", "--limit", "1", "--device", "cpu", "--methods", "pamrfuse+",
-                                 "--set", "pamrfuse+.preset=tiny", "--out", str(out)])
+                                 "--set", "pamrfuse+.preset=tiny", "--out", str(out), "--no-report"])
     assert result.exit_code == 0, result.output
     assert "fitting" not in result.output  # the cached fit was used, not a new training
     record = json.loads((out / "run.json").read_text())
     assert record["method_settings"] == {"pamrfuse+": {"preset": "tiny"}}
     assert record["method_configs"]["pamrfuse+"]["config"]["preset"] == "tiny"
-    assert record["weights"]["pamrfuse+"].startswith("trained on phantom:n=4,size=64 train split")
+    assert record["weights"]["pamrfuse+"].startswith("fit: phantom:n=4,size=64 train split [")
 
 
 def test_bad_method_settings_are_one_clear_line(tmp_path, monkeypatch):

@@ -228,7 +228,7 @@ def test_untrained_methods_are_skipped_unless_named_or_fit(tmp_path, scratch_met
     summary = run(_config(tmp_path / "named", methods=["slowlearner"], fit=["slowlearner"], cache_dir=cache))
     assert _Trainable.fits == 1 and summary.methods["slowlearner"].ok == 4
     record = json.loads((tmp_path / "named" / "run.json").read_text())
-    assert record["weights"]["slowlearner"].startswith(f"trained on {SPEC} train split")
+    assert record["weights"]["slowlearner"].startswith(f"fit: {SPEC} train split [")
     # the cached weights count: an unnamed selection now runs it without training again
     summary = run(_config(tmp_path / "again", methods=["slowlearner"], fit=[], cache_dir=cache))
     assert _Trainable.fits == 1 and summary.methods["slowlearner"].ok == 4
