@@ -130,8 +130,9 @@ def run_cmd(
         _fail(f"{type(exc).__name__}: {exc}")
 
     table = Table(title=f"fusionbench run: {summary.out} ({summary.executor}, {summary.seconds:.1f} s)")
-    for col in ("method", "role", "state", "ok", "failed", "resumed", "s/case", "weights"):
-        table.add_column(col, no_wrap=col != "weights")
+    for col in ("method", "role", "state", "ok", "failed", "resumed", "s/case"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("weights", no_wrap=True, overflow="ellipsis", max_width=44)
     for st in summary.methods.values():
         colour = {"ok": "green", "partial": "yellow", "failed": "red", "untrained": "dim"}[st.state]
         per_case = f"{st.seconds / st.ok:.3f}" if st.ok else "–"
