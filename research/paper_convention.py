@@ -332,6 +332,8 @@ def _paper_median(metric: str) -> float:
 
 
 def _row(cache: dict, key: str, metric: str, what: str, subset: list[str]) -> dict | None:
+    if not subset:
+        return None
     means = {}
     for method in METHODS:
         vals = [cache.get(f"{method}/{c}", {}).get(key) for c in subset]
