@@ -67,7 +67,8 @@ METRICS = ("MI", "VIF", "Qabf", "SF", "SSIM", "FMI_pixel", "FMI_dct", "FMI_w")
 
 #: Variant key -> (metric, description); keys name what is computed, whatever the default is.
 VARIANTS = {
-    "MI/bits-sum": ("MI", "bits, sum over sources, exact 256-bin histograms (Tang's definition without its 254/255 merge)"),
+    "MI/bits-sum": ("MI", "bits, sum over sources, exact 256-bin histograms "
+                          "(Tang's definition without its 254/255 merge)"),
     "MI/tang": ("MI", "`tang`: bits, sum, uint8 254/255 merge in the joint histogram"),
     "MI/cddfuse": ("MI", "`cddfuse`: nats (sklearn mutual_info_score of the grey levels), sum"),
     "MI/vifb": ("MI", "`vifb`: nats, each image min-max quantised, sum"),
@@ -102,7 +103,8 @@ VARIANTS = {
 #: The slow variants, on the --extra-cases subset: key -> (metric, description, the full-set variant
 #: to compare with on the same subset).
 EXTRA_VARIANTS = {
-    "FMI_pixel/gradient": ("FMI_pixel", "Haghighat's 'gradient' feature (Matlab gradient: d/dx), w = 3", "FMI_pixel/edge"),
+    "FMI_pixel/gradient": ("FMI_pixel", "Haghighat's 'gradient' feature (Matlab gradient: d/dx), w = 3",
+                           "FMI_pixel/edge"),
     "FMI_pixel/edge-w5": ("FMI_pixel", "edge feature, w = 5", "FMI_pixel/edge"),
     "FMI_dct/w5": ("FMI_dct", "dct2 feature, w = 5", "FMI_dct/dct"),
     "FMI_dct/dct-rows": ("FMI_dct", "1-D DCT-II along rows only (scipy dct(x), as some Python ports)", "FMI_dct/dct"),
