@@ -7,7 +7,7 @@ from scipy import sparse
 from scipy.sparse.linalg import spsolve
 
 import baselines.fusion  # noqa: F401  (registers the methods even without installed entry points)
-from baselines.common import im2uint8, mat2gray
+from baselines.matlab import im2uint8, mat2gray
 from baselines.fusion.bgr import BGR, bezier_background, quadtree_decompose
 from baselines.fusion.gtf import GTF, conjugate_gradient, irn_l1tv
 from baselines.fusion.msvd import MSVD, msvd_decompose, msvd_fuse, msvd_reconstruct
@@ -283,7 +283,7 @@ def test_wls_closed_form_equals_the_reference_sparse_solve():
     rng = np.random.default_rng(6)
     m, l1, l2 = (rng.normal(size=(12, 9)) for _ in range(3))
     lam = 0.01
-    from baselines.common import imfilter
+    from baselines.matlab import imfilter
     a = np.abs(imfilter(l2, np.ones((7, 7)) / 49.0, "replicate"))
     inv = sparse.diags((1.0 / (a + 1e-6)).ravel(order="F"))
     system = 2 * sparse.identity(m.size) + lam * (inv + inv.T)

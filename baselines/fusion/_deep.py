@@ -44,7 +44,7 @@ from fusionbench.nn.layers import resolve_device
 from fusionbench.nn.training import load_state, parameter_count, save_state, seed_everything
 from fusionbench.weights import load_into, shipped_state, weights_note
 
-from ..common import DEFAULT_ROLES
+from ..classic import DEFAULT_ROLES
 
 __all__ = [
     "WEIGHTS_DIR", "NATURAL_IMAGES", "natural_images", "TrainingData", "TorchFusion", "TrainableFusion",

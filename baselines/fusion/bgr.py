@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from baselines.common import ClassicFusion, _warn, gaussian_blur, gray_entropy, im2uint8, imresize, to_uint8
+from baselines.classic import ClassicFusion, _warn
+from baselines.matlab import gaussian_blur, gray_entropy, im2uint8, imresize, to_uint8
 from fusionbench.methods import register_method
 
 __all__ = ["BGR", "quadtree_decompose", "bezier_background", "reconstruct_background"]

@@ -33,7 +33,8 @@ from torch import nn
 from fusionbench.methods import register_method
 from fusionbench.nn.layers import to_tensor
 
-from ..common import gaussian_pyramid, im2uint8, laplacian_pyramid, reconstruct_laplacian_pyramid
+from ..matlab import im2uint8
+from ..pyramids import gaussian_pyramid, laplacian_pyramid, reconstruct_laplacian_pyramid
 from ._deep import TrainableFusion, TrainingData
 
 __all__ = ["SiameseFocusNet", "CNNFusion", "blur_pairs", "patch_average", "pyramid_fuse", "focus_loss"]

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from baselines.common import ClassicFusion, im2uint8
+from baselines.classic import ClassicFusion
+from baselines.matlab import im2uint8
 from fusionbench.methods import register_method
 
 __all__ = ["GTF", "irn_l1tv", "conjugate_gradient", "forward_dx", "forward_dy"]

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from baselines.common import ClassicFusion, im2uint8, imresize, mat2gray
+from baselines.classic import ClassicFusion
+from baselines.matlab import im2uint8, imresize, mat2gray
 from fusionbench.methods import register_method
 
 __all__ = ["MSVD", "msvd_decompose", "msvd_reconstruct", "msvd_fuse"]

@@ -42,7 +42,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.special import expit
 
-from baselines.common import ClassicFusion, gaussian_blur, imresize, matlab_round
+from baselines.classic import ClassicFusion
+from baselines.matlab import gaussian_blur, imresize, matlab_round
 from fusionbench.methods import register_method
 
 __all__ = ["MWGF", "mwgf_fuse", "zhou_gradients", "structure_saliency", "matlab_disk", "merge_weights",

@@ -26,7 +26,8 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from baselines.common import ClassicFusion, to_uint8
+from baselines.classic import ClassicFusion
+from baselines.matlab import to_uint8
 from baselines.transforms.nsct import DEFAULT_LEVELS, nsct_dec, nsct_rec
 from fusionbench.methods import register_method
 

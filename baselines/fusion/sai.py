@@ -11,7 +11,9 @@ import math
 
 import numpy as np
 
-from baselines.common import ClassicFusion, box_mean, box_sum, to_uint8
+from baselines.classic import ClassicFusion
+from baselines.filters import box_mean, box_sum
+from baselines.matlab import to_uint8
 from fusionbench.methods import register_method
 
 __all__ = ["SAI", "self_guided_smoothing", "structure_map", "recursive_filter"]

@@ -33,7 +33,7 @@ from fusionbench.methods import register_method
 from fusionbench.nn.layers import to_tensor
 from fusionbench.nn.vgg import VGG16_CONV_TAPS, VGG16_RELU_TAPS, extract, vgg16_features
 
-from ..common import im2uint8
+from ..matlab import im2uint8
 from ._deep import TorchFusion
 
 __all__ = ["tikhonov_lowpass", "VGGML", "detail_weights", "LEVELS"]

@@ -11,7 +11,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from baselines.common import ClassicFusion, gaussian_blur, guided_filter, im2uint8, mat2gray, matlab_round, to_uint8
+from baselines.classic import ClassicFusion
+from baselines.filters import guided_filter
+from baselines.matlab import gaussian_blur, im2uint8, mat2gray, matlab_round, to_uint8
 from fusionbench.methods import register_method
 
 __all__ = ["VSMWLS", "rolling_guidance_filter", "rgf_decompose", "visual_saliency_map", "solve_wls_detail"]

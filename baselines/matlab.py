@@ -1,12 +1,11 @@
-"""Building blocks shared by the classic fusion baselines, written to the Matlab references' conventions.
+"""Matlab built-ins reproduced with Matlab's conventions, for the baselines that transcribe Matlab code.
 
 The fusion baselines of fusionbench re-implement Matlab code (VIFB and the authors' packages), and
 several of their results depend on Matlab details that numpy does not share: ``uint8()`` rounds
 half away from zero and saturates, ``imfilter`` pads with zeros unless told otherwise and puts the
-centre of an even-sized kernel before the middle, ``imresize`` is an antialiased Keys bicubic with
-mirrored borders, and He et al.'s guided filter normalises its box means by the number of pixels
-actually inside the image. Each function here reproduces one of those conventions, so that the
-methods can be written as short transcriptions of their papers.
+centre of an even-sized kernel before the middle, and ``imresize`` is an antialiased Keys bicubic
+with mirrored borders. Each function here reproduces one of those built-ins, so that the methods
+can be written as short transcriptions of their papers.
 
 All functions take and return float64 arrays unless stated otherwise (Matlab computes in double);
 the methods convert their [0, 1] float32 inputs once, with :func:`fusionbench.data.io.as_image`,
@@ -15,29 +14,15 @@ and only the final result goes back to float32.
 from __future__ import annotations
 
 import math
-import warnings
-from typing import Any
 
-import cv2
 import numpy as np
 from scipy import ndimage
 
-from fusionbench.data.io import as_image, check_same_shape
-from fusionbench.methods import FusionMethod
-
 __all__ = [
-    "matlab_round", "to_uint8", "im2uint8", "mat2gray",
-    "box_sum", "box_mean", "guided_filter",
+    "matlab_round", "to_uint8", "im2uint8", "mat2gray", "gray_entropy",
     "fspecial_gaussian", "imfilter", "gaussian_blur",
     "cubic_kernel", "imresize",
-    "PYRAMID_FILTER", "pyramid_downsample", "pyramid_upsample", "gaussian_pyramid",
-    "laplacian_pyramid", "reconstruct_laplacian_pyramid",
-    "gray_entropy", "ClassicFusion", "DEFAULT_ROLES",
 ]
-
-#: Role mapping of the asymmetric IR/visible methods (DESIGN §3): PAT in the infrared/functional
-#: slot, MRI in the visible/anatomical slot.
-DEFAULT_ROLES = {"ir": "pat", "vis": "mri"}
 
 _BOUNDARIES = {
     # Matlab imfilter / padarray name -> scipy.ndimage mode
@@ -124,95 +109,18 @@ def mat2gray(x) -> np.ndarray:
         return np.clip(x, 0.0, 1.0)
     return np.clip((x - lo) / (hi - lo), 0.0, 1.0)
 
-
 # --------------------------------------------------------------------------------------------
-# Box filter and guided filter (He, Sun, Tang, ECCV 2010 / TPAMI 2013, Matlab reference code)
+# Image entropy (Matlab entropy)
 # --------------------------------------------------------------------------------------------
 
-def box_sum(img, r: int) -> np.ndarray:
-    """Sum over the (2r+1)x(2r+1) window around each pixel, the window truncated at the border.
-
-    This is the ``boxfilter.m`` of He et al.'s guided-filter code (cumulative sums), i.e. a
-    correlation with a ones kernel and zero padding.
-
-    Parameters
-    ----------
-    img : array_like, 2-D
-        Real image.
-    r : int
-        Window radius (r >= 0).
-
-    Returns
-    -------
-    ndarray of float64
-    """
-    r = _check_radius(r)
-    img = np.ascontiguousarray(img, dtype=np.float64)
-    k = 2 * r + 1
-    return cv2.boxFilter(img, cv2.CV_64F, (k, k), normalize=False, borderType=cv2.BORDER_CONSTANT)
-
-
-def box_mean(img, r: int) -> np.ndarray:
-    """Mean over the (2r+1)x(2r+1) window, divided by the number of pixels inside the image.
-
-    He et al.'s ``boxfilter(I, r) ./ boxfilter(ones, r)``: near the border the mean is over the
-    truncated window, not a zero-padded one.
-
-    Parameters
-    ----------
-    img : array_like, 2-D
-        Real image.
-    r : int
-        Window radius.
-
-    Returns
-    -------
-    ndarray of float64
-    """
-    img = np.asarray(img, dtype=np.float64)
-    return box_sum(img, r) / box_sum(np.ones_like(img), r)
-
-
-def guided_filter(guide, src, r: int, eps: float) -> np.ndarray:
-    """Gray-guide guided filter of He, Sun and Tang (ECCV 2010), as their Matlab ``guidedfilter.m``.
-
-    ``q = mean_a * I + mean_b`` with ``a = cov(I, p) / (var(I) + eps)`` and ``b = mean(p) - a mean(I)``
-    over (2r+1)^2 windows; every mean is a :func:`box_mean` (normalised by the in-image count).
-
-    Parameters
-    ----------
-    guide : array_like, 2-D
-        Guidance image I.
-    src : array_like, 2-D
-        Filtering input p (same shape).
-    r : int
-        Window radius.
-    eps : float
-        Regularisation (eps >= 0); larger is smoother.
-
-    Returns
-    -------
-    ndarray of float64
-        The filtered image q.
-    """
-    guide = np.asarray(guide, dtype=np.float64)
-    src = np.asarray(src, dtype=np.float64)
-    if guide.shape != src.shape or guide.ndim != 2:
-        raise ValueError(f"guided_filter: guide {guide.shape} and src {src.shape} must be equal 2-D shapes")
-    if not eps >= 0:
-        raise ValueError(f"guided_filter: eps must be >= 0, got {eps}")
-    count = box_sum(np.ones_like(guide), r)
-    mean_i = box_sum(guide, r) / count
-    mean_p = box_sum(src, r) / count
-    cov_ip = box_sum(guide * src, r) / count - mean_i * mean_p
-    var_i = box_sum(guide * guide, r) / count - mean_i * mean_i
-    with np.errstate(divide="ignore", invalid="ignore"):
-        a = cov_ip / (var_i + eps)
-    # eps = 0 on a flat window is 0/0; the limit of the filter there is the local mean of p.
-    a = np.where(np.isfinite(a), a, 0.0)
-    b = mean_p - a * mean_i
-    return box_sum(a, r) / count * guide + box_sum(b, r) / count
-
+def gray_entropy(img_u8) -> float:
+    """Shannon entropy in bits of the 256-bin histogram of a uint8 image (Matlab's ``entropy``)."""
+    img_u8 = np.asarray(img_u8)
+    if img_u8.dtype != np.uint8:
+        raise ValueError(f"gray_entropy: expected a uint8 image, got {img_u8.dtype}")
+    counts = np.bincount(img_u8.ravel(), minlength=256).astype(np.float64)
+    p = counts[counts > 0] / img_u8.size
+    return float(-(p * np.log2(p)).sum())
 
 # --------------------------------------------------------------------------------------------
 # Linear filtering (Matlab fspecial / imfilter)
@@ -306,6 +214,13 @@ def gaussian_blur(img, sigma: float, size=None, boundary: str = "replicate") -> 
         k = fspecial_gaussian((n, 1), sigma)[:, 0]
         out = ndimage.correlate1d(out, k, axis=axis, mode=mode, cval=0.0, origin=_matlab_origin(n))
     return out
+
+
+def _mode(boundary: str) -> str:
+    try:
+        return _BOUNDARIES[boundary]
+    except KeyError:
+        raise ValueError(f"unknown boundary {boundary!r}; expected one of {', '.join(_BOUNDARIES)}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -402,157 +317,3 @@ def imresize(img, output_shape=None, *, scale=None, antialias: bool = True) -> n
             info = np.iinfo(arr.dtype)
             out = np.clip(matlab_round(out), info.min, info.max)
     return out.astype(arr.dtype) if integer else out
-
-
-# --------------------------------------------------------------------------------------------
-# Gaussian / Laplacian pyramids (Burt & Adelson 1983, as Mertens et al.'s exposure-fusion code)
-# --------------------------------------------------------------------------------------------
-
-#: The 5-tap binomial filter of Burt & Adelson's pyramid ([1, 4, 6, 4, 1] / 16).
-PYRAMID_FILTER = np.array([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
-
-
-def pyramid_downsample(img, filt=PYRAMID_FILTER) -> np.ndarray:
-    """Blur with the separable filter ('symmetric' borders) and keep every second row and column.
-
-    Mertens' ``downsample.m``: the kept samples are rows/columns 0, 2, 4, ... (0-based), so an odd
-    length n gives (n+1)/2 samples.
-    """
-    img = np.asarray(img, dtype=np.float64)
-    out = imfilter(img, np.asarray(filt)[None, :], "symmetric")
-    out = imfilter(out, np.asarray(filt)[:, None], "symmetric")
-    return out[::2, ::2]
-
-
-def pyramid_upsample(img, odd=(0, 0), filt=PYRAMID_FILTER) -> np.ndarray:
-    """Mertens' ``upsample.m``: pad one replicated pixel, zero-insert x2 (times 4), blur, crop.
-
-    Parameters
-    ----------
-    img : array_like, 2-D
-        Coarse image of shape (h, w).
-    odd : (int, int)
-        1 where the target length is odd; the result has shape (2h - odd[0], 2w - odd[1]).
-    filt : array_like
-        1-D interpolation filter.
-    """
-    img = np.pad(np.asarray(img, dtype=np.float64), 1, mode="edge")
-    rows, cols = 2 * img.shape[0], 2 * img.shape[1]
-    up = np.zeros((rows, cols))
-    up[::2, ::2] = 4.0 * img
-    up = imfilter(up, np.asarray(filt)[None, :], "zero")
-    up = imfilter(up, np.asarray(filt)[:, None], "zero")
-    return up[2:rows - 2 - int(odd[0]), 2:cols - 2 - int(odd[1])]
-
-
-def _pyramid_levels(shape, nlev):
-    if nlev is None:
-        nlev = int(math.floor(math.log2(min(shape))))
-    if nlev < 1:
-        raise ValueError(f"pyramid: need at least one level, got {nlev} for shape {shape}")
-    return nlev
-
-
-def gaussian_pyramid(img, nlev: int | None = None, filt=PYRAMID_FILTER) -> list[np.ndarray]:
-    """Gaussian pyramid, finest first; ``nlev`` defaults to floor(log2(min(H, W))) as Mertens' code."""
-    img = np.asarray(img, dtype=np.float64)
-    nlev = _pyramid_levels(img.shape, nlev)
-    pyr = [img]
-    for _ in range(nlev - 1):
-        pyr.append(pyramid_downsample(pyr[-1], filt))
-    return pyr
-
-
-def laplacian_pyramid(img, nlev: int | None = None, filt=PYRAMID_FILTER) -> list[np.ndarray]:
-    """Laplacian pyramid, finest first, the last level being the low-pass residual (Mertens' code).
-
-    :func:`reconstruct_laplacian_pyramid` inverts it exactly (up to rounding) for any image size.
-    """
-    cur = np.asarray(img, dtype=np.float64)
-    nlev = _pyramid_levels(cur.shape, nlev)
-    pyr = []
-    for _ in range(nlev - 1):
-        low = pyramid_downsample(cur, filt)
-        odd = (2 * low.shape[0] - cur.shape[0], 2 * low.shape[1] - cur.shape[1])
-        pyr.append(cur - pyramid_upsample(low, odd, filt))
-        cur = low
-    pyr.append(cur)
-    return pyr
-
-
-def reconstruct_laplacian_pyramid(pyr, filt=PYRAMID_FILTER) -> np.ndarray:
-    """Collapse a pyramid made by :func:`laplacian_pyramid` (possibly with fused coefficients)."""
-    out = np.asarray(pyr[-1], dtype=np.float64)
-    for band in reversed(pyr[:-1]):
-        odd = (2 * out.shape[0] - band.shape[0], 2 * out.shape[1] - band.shape[1])
-        out = band + pyramid_upsample(out, odd, filt)
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# Statistics
-# --------------------------------------------------------------------------------------------
-
-def gray_entropy(img_u8) -> float:
-    """Shannon entropy in bits of the 256-bin histogram of a uint8 image (Matlab's ``entropy``)."""
-    img_u8 = np.asarray(img_u8)
-    if img_u8.dtype != np.uint8:
-        raise ValueError(f"gray_entropy: expected a uint8 image, got {img_u8.dtype}")
-    counts = np.bincount(img_u8.ravel(), minlength=256).astype(np.float64)
-    p = counts[counts > 0] / img_u8.size
-    return float(-(p * np.log2(p)).sum())
-
-
-# --------------------------------------------------------------------------------------------
-# Shared method scaffolding
-# --------------------------------------------------------------------------------------------
-
-class ClassicFusion(FusionMethod):
-    """Base of the classic two-source baselines: input checks, role mapping and the recorded config.
-
-    Subclasses implement :meth:`_fuse_ir_vis` on float64 [0, 1] arrays in the reference's slots
-    (``ir`` = first/infrared/functional source, ``vis`` = second/visible/anatomical source) and
-    return a float image in [0, 1]. ``roles`` maps slots to modalities; the default puts PAT in the
-    IR slot and MRI in the visible slot, ``{"ir": "mri", "vis": "pat"}`` swaps them.
-    """
-
-    kind = "traditional"
-
-    def __init__(self, roles: dict[str, str] | None = None, **params: Any):
-        roles = dict(DEFAULT_ROLES if roles is None else roles)
-        if sorted(roles) != ["ir", "vis"] or sorted(roles.values()) != ["mri", "pat"]:
-            raise ValueError(f"{type(self).__name__}: roles must map 'ir' and 'vis' to 'pat' and 'mri', "
-                             f"got {roles}")
-        self.roles = roles
-        self.params = params
-
-    def config(self) -> dict[str, Any]:
-        return {**self.params, "roles": dict(self.roles), **dict(getattr(self, "_config", {}))}
-
-    def fuse(self, pat, mri) -> np.ndarray:
-        pat = as_image(pat, "pat")
-        mri = as_image(mri, "mri")
-        check_same_shape(pat=pat, mri=mri)
-        by_role = {"pat": pat.astype(np.float64), "mri": mri.astype(np.float64)}
-        fused = self._fuse_ir_vis(by_role[self.roles["ir"]], by_role[self.roles["vis"]])
-        return np.clip(fused, 0.0, 1.0).astype(np.float32)
-
-    def _fuse_ir_vis(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-
-def _check_radius(r) -> int:
-    if int(r) != r or r < 0:
-        raise ValueError(f"window radius must be a non-negative integer, got {r}")
-    return int(r)
-
-
-def _mode(boundary: str) -> str:
-    try:
-        return _BOUNDARIES[boundary]
-    except KeyError:
-        raise ValueError(f"unknown boundary {boundary!r}; expected one of {', '.join(_BOUNDARIES)}") from None
-
-
-def _warn(msg: str) -> None:
-    warnings.warn(msg, RuntimeWarning, stacklevel=3)
