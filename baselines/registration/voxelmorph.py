@@ -262,10 +262,8 @@ class VoxelMorph(LearnedRegistration):
     measures, as for :class:`~baselines.registration.mi_bspline.MIBSpline`: the microvascular
     speckle is not in the MRI. The returned warped image is the unsmoothed PAT.
 
-    Global MI constrains a dense field weakly, so the smoothness weight is large. Validation
-    endpoint error (16 pairs of phantom 1.2, identity 2.93 px; 600 steps, σ = 2 unless said):
-    λ = 1 at lr 1e-4 3.72 px; λ = 10 at lr 1e-3 2.99 (3.25 without the smoothing); λ = 100 at
-    lr 1e-3 2.83; λ = 1000 2.92 (it barely moves). Default: λ = 100, lr 1e-3.
+    Global MI constrains a dense field weakly, so the smoothness weight is large (λ = 100, lr
+    1e-3: the best validation endpoint error of the settings tried, docs/baselines.md).
     """
 
     weights_name = "voxelmorph"

@@ -96,9 +96,7 @@ class PhantomConfig:
         speed-of-sound error of the reconstruction. The latter is 0 by default: on the 270° arc a
         wrong speed of sound does not only blur, it moves edges towards the array by an amount that
         depends on their orientation, which no displacement field can describe, so ``flow_true``
-        would be wrong. At 1 %, body-masked MI between PAT and the MRI warped into the PAT frame
-        peaked 1.9 px away from alignment on 12 ``misalign="none"`` cases (0.0 px without it), and
-        affine MI registration then could not beat the unregistered input (phantom 1.1).
+        would be wrong (docs/phantom.md; tests/test_phantom.py checks it).
     pat_band_mhz : (float, float)
         Detection band edges (MHz).
     levels : tuple of str
