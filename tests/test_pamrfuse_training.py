@@ -36,6 +36,7 @@ def _states_equal(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_both_stages_run_finite_and_resume_to_the_same_state(tmp_path):
     cases = _cases()
     net_a, prov = fit_pamrfuse(cases, tmp_path / "a", preset="tiny", device="cpu", progress=False)
@@ -75,6 +76,7 @@ def test_checkpoint_of_another_config_is_refused(tmp_path):
         fit_pamrfuse(cases, tmp_path, preset="tiny", device="cpu", progress=False, epochs=(1, 0), lr_mlr=1e-2)
 
 
+@pytest.mark.slow
 def test_resume_may_change_the_schedule_length_only(tmp_path):
     cases = _cases(n=2)
     fit_pamrfuse(cases, tmp_path, preset="tiny", device="cpu", progress=False, epochs=(2, 0))

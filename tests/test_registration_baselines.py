@@ -99,6 +99,7 @@ def test_body_region_is_the_dilated_body():
     assert body_region(np.zeros((8, 8), np.float32)).all()  # constant image: everything
 
 
+@pytest.mark.slow
 def test_voxelmorph_learns_a_translation_within_half_a_pixel():
     # Same-modality pairs (NCC) of smooth textures shifted by random sub-pixel translations.
     rng = np.random.default_rng(0)
@@ -142,6 +143,7 @@ def test_mi_bspline_recovers_a_phantom_deformation_between_mri_images():
     assert before > 1.5 and after < 0.3 * before
 
 
+@pytest.mark.slow
 def test_mi_bspline_reduces_the_endpoint_error_of_moderate_phantom_pairs():
     # The cross-modal claim of Table 1 on ground truth: PAT→MRI on the first 16 test pairs
     # (moderate misalignment, seed 0). Measured: 2.94 px unregistered, 2.18 px after MI, 14 of

@@ -263,6 +263,7 @@ def _chromium() -> str | None:
 
 
 @pytest.mark.skipif(_chromium() is None, reason="no Chromium installed (CI installs Debian's chromium)")
+@pytest.mark.slow
 def test_page_renders_in_headless_chromium(report_run, tmp_path):
     """The page loads in a real browser without script or image errors, runs its scripts, draws
     images and shows the tables."""

@@ -280,6 +280,7 @@ def test_unknown_options_raise_before_any_work(tmp_path):
     assert not (tmp_path / "a").exists() and not (tmp_path / "c" / "cases").exists()
 
 
+@pytest.mark.slow
 def test_process_pool_and_dask_give_identical_results(reference_run, tmp_path):
     ref, _ = reference_run
     run(_config(tmp_path / "jobs2", jobs=2))
@@ -290,6 +291,7 @@ def test_process_pool_and_dask_give_identical_results(reference_run, tmp_path):
     pd.testing.assert_frame_equal(_values(tmp_path / "dask"), _values(ref))
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_gives_the_same_tables(reference_run, tmp_path):
     ref, _ = reference_run
     out = tmp_path / "killed"
