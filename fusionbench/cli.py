@@ -274,7 +274,7 @@ def fit_cmd(method: str = typer.Argument(...), dataset: str = typer.Option("phan
     from .data.datasets import load_dataset
     from .methods import get_method_info
     from .runner import RunError, fit_method, resolve_device
-    from .weights import WeightsError, cache_folder, data_fingerprint, ship_weights
+    from .weights import WeightsError, ship_weights
 
     try:
         info = get_method_info(method)
@@ -291,10 +291,9 @@ def fit_cmd(method: str = typer.Argument(...), dataset: str = typer.Option("phan
         cases = load_dataset(dataset, split="train")
         fitted, state = fit_method(info.name, dataset, cache_dir=cache_dir, device=dev, settings=options,
                                    train_cases=cases, allow_fit=True, log=console.print)
-        folder = cache_folder(info.name, fitted, data_fingerprint(cases), cache_dir) / "weights"
         console.print(f"{info.name}: {state} weights, {fitted.weights_note()}", highlight=False)
         if ship and state != "shipped":
-            console.print(f"shipped: {ship_weights(fitted, folder)}", highlight=False)
+            console.print(f"shipped: {ship_weights(fitted, fitted.provenance['folder'])}", highlight=False)
     except (ValueError, FileNotFoundError, WeightsError) as exc:
         _fail(f"{type(exc).__name__}: {exc}")
 

@@ -77,11 +77,13 @@ def data_fingerprint(cases: Sequence[Any]) -> str:
     return h.hexdigest()[:16]
 
 
-def weights_key(name: str, train_config: dict[str, Any], fingerprint: str) -> str:
-    """The cache key of a method's weights: its name, ``train_config`` and data fingerprint."""
-    payload = json.dumps({"method": name.lower(), "train_config": canonical(train_config),
-                          "data": fingerprint}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+def weights_key(name: str, train_config: dict[str, Any], fingerprint: str, init: str | None = None) -> str:
+    """The cache key of a method's weights: its name, ``train_config``, data fingerprint and the
+    digest of the weights a fit starts from (``None``: the seeded initialisation)."""
+    payload = {"method": name.lower(), "train_config": canonical(train_config), "data": fingerprint}
+    if init is not None:
+        payload["init"] = init
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
 
 def weights_root(cache_dir: str | Path | None = None) -> Path:
@@ -94,9 +96,12 @@ def weights_root(cache_dir: str | Path | None = None) -> Path:
 
 
 def cache_folder(name: str, method, fingerprint: str, cache_dir: str | Path | None = None) -> Path:
-    """The cache folder of a method's fit on data with ``fingerprint``: its ``weights/`` holds the
-    weights once complete, its ``work/`` the checkpoints of a fit in progress."""
-    return weights_root(cache_dir) / name.lower() / weights_key(name, method.train_config(), fingerprint)
+    """The cache folder of a fit of ``method`` as it is now on data with ``fingerprint``: its
+    ``weights/`` holds the weights once complete, its ``work/`` the checkpoints of a fit in
+    progress. A fit starts from the weights the method holds (shipped weights trained on other
+    data: fine-tuning), so their digest is part of the key."""
+    init = (getattr(method, "provenance", None) or {}).get("weights_sha256")
+    return weights_root(cache_dir) / name.lower() / weights_key(name, method.train_config(), fingerprint, init)
 
 
 def weights_digest(folder: str | Path) -> str:
@@ -158,7 +163,7 @@ def load_into(method, folder: str | Path, *, check_config: bool = True) -> dict[
         raise WeightsError(f"{folder}: weights were trained with another train_config than "
                            f"{getattr(method, 'name', type(method).__name__)}'s current one")
     method.load_weights(folder)
-    method.provenance = record
+    method.provenance = {**record, "folder": str(folder)}  # where they were read (not in the file)
     return record
 
 
@@ -178,6 +183,7 @@ def shipped_state(method, fingerprint: str | None = None) -> str:
 
 
 def _fit_into(name: str, method, cases, folder: Path, fingerprint: str, data: str, log) -> None:
+    init = (getattr(method, "provenance", None) or {}).get("weights_sha256")
     work = folder / "work"
     work.mkdir(parents=True, exist_ok=True)
     if log:
@@ -191,6 +197,7 @@ def _fit_into(name: str, method, cases, folder: Path, fingerprint: str, data: st
     method.save_weights(staging)
     record = provenance_record(name, method, fingerprint, data=data, metrics=metrics, seconds=seconds,
                                folder=staging)
+    record["init_weights"] = init
     (staging / PROVENANCE_FILE).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     final = folder / "weights"
     shutil.rmtree(final, ignore_errors=True)
@@ -212,7 +219,9 @@ def prepare_weights(name: str, method, train_cases: Sequence[Any] | Callable[[],
     In this order: the shipped weights when their provenance names the method's ``train_config``
     and these data (``"shipped"``); a cached fit under :func:`weights_root` with the same
     :func:`weights_key` (``"cached"``); with ``allow_fit``, a fit now, cached, its checkpoints in
-    the cache folder's ``work/`` so an interrupted fit resumes (``"fitted"``); else the shipped
+    the cache folder's ``work/`` so an interrupted fit resumes (``"fitted"``; it starts from the
+    shipped weights when they have the method's ``train_config``, else from the seeded
+    initialisation, and the key and the provenance's ``init_weights`` say which); else the shipped
     weights although they were trained on other data (``"shipped-other-data"``: the tables say
     so); else ``"untrained"``, the method left as it is. ``train_cases`` may be a callable, called
     once here; ``None`` (or a callable returning ``None``) means the dataset has no train split.
@@ -224,6 +233,8 @@ def prepare_weights(name: str, method, train_cases: Sequence[Any] | Callable[[],
         _load_shipped(method)
         return "shipped"
     if fingerprint is not None:
+        if shipped == "other-data":  # start from them: a fit fine-tunes the shipped weights
+            _load_shipped(method)
         folder = cache_folder(name, method, fingerprint, cache_dir)
         if (folder / "weights" / PROVENANCE_FILE).is_file():
             load_into(method, folder / "weights")

@@ -1,6 +1,7 @@
 """PAMRFuse+ two-stage training (tiny preset, CPU), its weights under the trainable-weights protocol
 (fusionbench.weights) and the registered joint method."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,18 +139,21 @@ def test_prepare_weights_fits_caches_and_records_the_provenance(tmp_path):
     assert prepare_weights("pamrfuse+", m, cases, cache_dir=tmp_path) == "untrained"
     assert prepare_weights("pamrfuse+", m, cases, cache_dir=tmp_path, allow_fit=True,
                            data="two noise pairs") == "fitted"
-    folder = cache_folder("pamrfuse+", m, data_fingerprint(cases), tmp_path)
-    weights = folder / "weights"
+    weights = Path(m.provenance["folder"])
+    # a fit from the seeded initialisation: the key names no starting weights
+    assert weights.parent == cache_folder("pamrfuse+", pm.PAMRFusePlus(preset="tiny", weights=None, device="cpu"),
+                                          data_fingerprint(cases), tmp_path)
     assert sorted(p.name for p in weights.iterdir()) == sorted([PROVENANCE_FILE, "weights.pt"])
     record = read_provenance(weights)
-    assert m.provenance == record and record["method"] == "pamrfuse+"
+    assert m.provenance == {**record, "folder": str(weights)} and record["method"] == "pamrfuse+"
+    assert record["init_weights"] is None
     assert record["train_config"] == canonical(m.train_config())
     assert record["train_config"]["preset"] == "tiny" and record["train_config"]["version"] == pm.PAMRFusePlus.version
     assert record["data"] == {"fingerprint": data_fingerprint(cases), "description": "two noise pairs"}
     assert record["metrics"]["epochs"] == 2 and record["metrics"]["n_cases"] == 2
     assert record["metrics"]["final_losses"]["stage"] == 2
     assert record["weights_sha256"] == weights_digest(weights)
-    assert [h["stage"] for h in json.loads((folder / "work" / "history.json").read_text())] == [1, 2]
+    assert [h["stage"] for h in json.loads((weights.parent / "work" / "history.json").read_text())] == [1, 2]
 
     # A fresh method gets the same weights from the cache, or from the folder by path.
     again = pm.PAMRFusePlus(preset="tiny", weights=None, device="cpu")

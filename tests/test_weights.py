@@ -165,3 +165,22 @@ def test_all_shipped_weights_stay_small():
     total = sum(p.stat().st_size for d in ("baselines/weights", "pamrfuse/weights")
                 for p in (root / d).rglob("*") if p.is_file())
     assert total < 30 * 2**20
+
+
+def test_a_fit_on_other_data_starts_from_the_shipped_weights_and_the_key_says_so(tmp_path):
+    phantom, real = _cases(), _cases(n=2, value=0.75)
+    fitted = Scaler()
+    prepare_weights("scaler", fitted, phantom, cache_dir=tmp_path / "c0", allow_fit=True)
+    Scaler.shipped = tmp_path / "shipped"
+    ship_weights(fitted, fitted.provenance["folder"])
+    shipped_sha = read_provenance(Scaler.shipped)["weights_sha256"]
+
+    tuned = Scaler()
+    assert prepare_weights("scaler", tuned, real, cache_dir=tmp_path / "c1", allow_fit=True) == "fitted"
+    assert tuned.provenance["init_weights"] == shipped_sha
+    assert Path(tuned.provenance["folder"]).parent.name == weights_key(
+        "scaler", {"steps": 3, "version": "1"}, data_fingerprint(real), init=shipped_sha)
+    # without --fit the same data get the shipped weights, and the tables say they are the phantom's
+    plain = Scaler()
+    assert prepare_weights("scaler", plain, _cases(n=1, value=0.5), cache_dir=tmp_path / "c1") == "shipped-other-data"
+    assert plain.provenance["weights_sha256"] == shipped_sha
