@@ -100,32 +100,43 @@ def test_body_region_is_the_dilated_body():
 
 
 @pytest.mark.slow
-def test_voxelmorph_learns_a_translation_within_half_a_pixel():
-    # Same-modality pairs (NCC) of smooth textures shifted by random sub-pixel translations.
-    rng = np.random.default_rng(0)
+def test_voxelmorph_learns_to_read_a_translation_from_content(tmp_path):
+    # Same-modality pairs (NCC) of smooth textures shifted by random sub-pixel translations; the
+    # network has to read each shift from the content, so it is scored on textures and shifts it
+    # never saw. 32² images with texture scale and shifts (up to 1.25 px per axis) half those of
+    # a 64² version: the same problem at a quarter of the cost, so its "within a quarter pixel"
+    # is the 64² version's "within half a pixel". 256 pairs generalise sooner than a few dozen;
+    # the untrained network is near identity (about 0.9 px here); measured 0.2 px after 1500
+    # steps (0.7 px after 500: fewer steps do not pass).
     from scipy import ndimage
+
     from fusionbench.data import Case
 
+    rng = np.random.default_rng(0)
+
     def texture():
-        t = ndimage.gaussian_filter(rng.random((64, 64)), 2.5)
+        t = ndimage.gaussian_filter(rng.random((32, 32)), 1.25)
         return ((t - t.min()) / (t.max() - t.min())).astype(np.float32)
 
-    cases = []
-    for i in range(24):
+    def pair():
         img = texture()
-        moved, _ = _translated(img, *rng.uniform(-2.5, 2.5, 2))
-        cases.append(Case(id=f"t{i}", pat=moved, mri=img))
-    # A network has to learn to read a shift from content: 300 steps leave it near 0.2 px for a
-    # 2 px shift, 1500 steps (about 2 min on 2 cores) get within 0.2 px.
-    vm = VoxelMorph(loss="ncc", size=64, steps=1500, batch=4, lr=1e-3, smooth=0.1, moving_sigma=0, weights=None,
+        shift = rng.uniform(-1.25, 1.25, 2)
+        return _translated(img, *shift)[0], img, shift
+
+    cases = [Case(id=f"t{i}", pat=moved, mri=img) for i, (moved, img, _) in enumerate(pair() for _ in range(256))]
+    held_out = [pair() for _ in range(16)]
+    vm = VoxelMorph(loss="ncc", size=32, steps=1500, batch=4, lr=1e-3, smooth=0.1, moving_sigma=0, weights=None,
                     device="cpu")
-    vm._train(cases)
-    img = texture()
-    moved, flow_true = _translated(img, 1.6, -1.2)
-    flow = vm.predict_flow(moved, img)
-    inner = (slice(16, 48), slice(16, 48))
-    err = np.hypot(flow[0][inner] - 1.6, flow[1][inner] + 1.2)
-    assert err.mean() < 0.5
+    vm.fit(cases, tmp_path)
+    inner = (slice(None), slice(8, 24), slice(8, 24))
+
+    def error(flow, shift):  # mean endpoint error inside the inner 16²
+        return float(np.hypot(*(flow[inner] - shift[:, None, None])).mean())
+
+    identity = np.mean([error(np.zeros((2, 32, 32), np.float32), shift) for _, _, shift in held_out])
+    learned = np.mean([error(vm.predict_flow(moved, img), shift) for moved, img, shift in held_out])
+    assert identity > 0.6
+    assert learned < 0.25
 
 
 def test_mi_bspline_recovers_a_phantom_deformation_between_mri_images():
