@@ -234,14 +234,19 @@ def test_untrained_methods_are_skipped_unless_named_or_fit(tmp_path, scratch_met
     assert _Trainable.fits == 1 and summary.methods["slowlearner"].ok == 4
 
 
-def test_shipped_weights_for_these_data_are_used_without_fit(tmp_path, scratch_methods):
+def _ship_a_fit(name, tmp_path):
+    """Register ``_Trainable`` as ``name``, fit it on SPEC's train split and ship the weights."""
     from fusionbench.weights import ship_weights
 
-    register_method("shippedlearner", kind="cnn")(_Trainable)
+    register_method(name, kind="cnn")(_Trainable)
     _Trainable.fits, _Trainable.shipped = 0, None
-    run(_config(tmp_path / "fit", methods=["shippedlearner"], fit=True, cache_dir=tmp_path / "c1"))
+    run(_config(tmp_path / "fit", methods=[name], fit=True, cache_dir=tmp_path / "c1"))
     _Trainable.shipped = tmp_path / "shipped"
-    ship_weights(_Trainable(), next((tmp_path / "c1").glob("shippedlearner/*/weights")))
+    ship_weights(_Trainable(), next((tmp_path / "c1").glob(f"{name}/*/weights")))
+
+
+def test_shipped_weights_for_these_data_are_used_without_fit(tmp_path, scratch_methods):
+    _ship_a_fit("shippedlearner", tmp_path)
     try:
         summary = run(_config(tmp_path / "w", methods=["shippedlearner"], fit=[], cache_dir=tmp_path / "c2"))
     finally:
@@ -361,13 +366,7 @@ def _pair_folder(root, n=3, size=32, seed=0):
 
 
 def test_shipped_weights_run_on_other_data_and_every_table_says_so(tmp_path, scratch_methods):
-    from fusionbench.weights import ship_weights
-
-    register_method("portable", kind="cnn")(_Trainable)
-    _Trainable.fits, _Trainable.shipped = 0, None
-    run(_config(tmp_path / "fit", methods=["portable"], fit=True, cache_dir=tmp_path / "c1"))
-    _Trainable.shipped = tmp_path / "shipped"
-    ship_weights(_Trainable(), next((tmp_path / "c1").glob("portable/*/weights")))
+    _ship_a_fit("portable", tmp_path)
     data = _pair_folder(tmp_path / "pairs")  # no train split: nothing to fit on, shipped weights run
     try:
         summary = run(_config(tmp_path / "real", methods=["average", "portable"], dataset=data,
