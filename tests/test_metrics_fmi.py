@@ -18,6 +18,19 @@ from fusionbench.metrics.feature_mi import _fmi_map, fmi, fmi_features, matlab_e
 # A literal, loop-by-loop transcription of Haghighat's fmi.m (tang analysis_fmi.m / MEFB
 # metricsFMI.m), kept deliberately naive: the vectorised code must agree with it.
 # --------------------------------------------------------------------------------------------
+def _seq(values):
+    """Left-to-right sum, as Matlab's and Octave's ``sum`` add a short vector."""
+    total = 0.0
+    for v in values:
+        total += v
+    return total
+
+
+def _matlab_sum2(window):
+    """Matlab's ``sum(sum(X))``: each column left to right, then the column sums."""
+    return _seq(_seq(window[:, j]) for j in range(window.shape[1]))
+
+
 def _literal_pair(x_sub, f_sub, branches=None):
     """One source's block of fmi.m. Returns (value, the F window as fmi.m leaves it)."""
     n = x_sub.size
@@ -33,15 +46,16 @@ def _literal_pair(x_sub, f_sub, branches=None):
     xs, fs = rescale(x_sub), rescale(f_sub)
     if branches is not None and (x_sub.min() == x_sub.max() or f_sub.min() == f_sub.max()):
         branches.add("constant")
-    xp = xs.flatten(order="F") / xs.sum()
-    fp = fs.flatten(order="F") / fs.sum()
+    xp = xs.flatten(order="F") / _matlab_sum2(xs)
+    fp = fs.flatten(order="F") / _matlab_sum2(fs)
     xc, fc = np.zeros(n), np.zeros(n)
     xc[0], fc[0] = xp[0], fp[0]
     for i in range(1, n):
         xc[i] = xp[i] + xc[i - 1]
         fc[i] = fp[i] + fc[i - 1]
-    xt, ft = xp - xp.mean(), fp - fp.mean()
-    c = 0.0 if np.sum(xt * ft) == 0 else np.sum(xt * ft) / np.sqrt(np.sum(xt * xt) * np.sum(ft * ft))
+    xt, ft = xp - _seq(xp) / n, fp - _seq(fp) / n  # Matlab's mean: a left-to-right sum over n
+    dot = _seq(xt * ft)
+    c = 0.0 if dot == 0 else dot / np.sqrt(_seq(xt * xt) * _seq(ft * ft))
     ex = ex2 = ef = ef2 = 0.0
     for i in range(1, n + 1):
         ex += i * xp[i - 1]
@@ -81,8 +95,8 @@ def _literal_pair(x_sub, f_sub, branches=None):
                 h_joint += (-jp * np.log2(complex(jp))).real
                 if branches is not None and np.real(jp) < 0:
                     branches.add("negative cell")
-    hx = sum(-v * np.log2(v) for v in xp if v != 0)
-    hf = sum(-v * np.log2(v) for v in fp if v != 0)
+    hx = _seq(-v * np.log2(v) for v in xp if v != 0)
+    hf = _seq(-v * np.log2(v) for v in fp if v != 0)
     mi = hx + hf - h_joint
     return (0.0 if mi == 0 else float(np.real(2 * mi / (hx + hf)))), fs
 
@@ -174,14 +188,32 @@ def test_window_constant_against_structure_scores_zero():
 
 
 def test_reference_quirk_b_tested_against_scaled_f():
-    # fmi.m overwrites the F window with its scaled version while scoring A. Here A has an edge,
-    # B and F are all-zero windows: B is then compared with F scaled to ones, is not identical,
-    # and scores 0 (uniform against uniform) instead of 1.
-    a, b, f = _window((1, 1)), ZERO, ZERO
-    assert _literal_fmi_map(a, b, f)[0, 0] == pytest.approx(0.0, abs=1e-12)
+    # fmi.m overwrites the F window with its scaled version while scoring A. F is a single bright
+    # pixel (5) and B equals F; A is another single pixel. Scaling turns F's 5 into 1, so B is
+    # not identical to it any more and is scored: B and F are the same one-bin (delta)
+    # distribution, whose index SD is 0, so phi = 0, all entropies are 0, MI = 0 and the value is
+    # 0. A against F: two delta distributions in different bins, MI = 0, value 0.
+    a, f = _window((0, 0)), _window((1, 1), value=5.0)
+    b = f.copy()
+    assert _literal_fmi_map(a, b, f)[0, 0] == 0.0
     assert _fmi_map(a, b, f, 3)[0, 0] == 0.0
-    # Swapping the sources: A = F, so B's test sees the raw F, and the A part scores 1.
-    assert _fmi_map(b, a, f, 3)[0, 0] == pytest.approx(0.5, abs=1e-12)
+    # Swapping the sources: A = F scores 1 and leaves F unscaled; B against F scores 0.
+    assert _literal_fmi_map(b, a, f)[0, 0] == 0.5
+    assert _fmi_map(b, a, f, 3)[0, 0] == 0.5
+
+
+def test_constant_windows_are_correlated_through_matlabs_sequential_mean():
+    # Matlab/Octave sum left to right: nine 1/9 add up to 1 + 2^-52, so a constant window's
+    # centred distribution is -2.8e-17 everywhere, not 0. Two constant windows that are not
+    # identical (here B = 0 against F scaled to all ones) then have c = 1, phi = 1 and score 1:
+    # the all-zero edge windows of B and F match after all when A has an edge there.
+    assert sum([1 / 9] * 9) == 1 + 2.0 ** -52
+    a, b, f = _window((1, 1)), ZERO, ZERO
+    assert _literal_fmi_map(a, b, f)[0, 0] == pytest.approx(0.5, abs=1e-12)
+    assert _fmi_map(a, b, f, 3)[0, 0] == pytest.approx(0.5, abs=1e-12)
+    # Two different constants score 1; a constant against structure scores 0 (c is 1e-16).
+    assert _vectorised_value(np.full((3, 3), 2.0), np.full((3, 3), 7.0)) == pytest.approx(1.0, abs=1e-12)
+    assert _vectorised_value(np.full((3, 3), 2.0), _window((0, 1), (2, 2))) == pytest.approx(0.0, abs=1e-12)
 
 
 # --------------------------------------------------------------------------------------------
@@ -315,7 +347,9 @@ def test_default_feature_is_edge(triplet):
 
 def test_edge_fmi_is_about_090_for_a_constant_fused_image():
     # A property of the reference, protected on purpose: most 3 x 3 windows of both edge maps
-    # are all zero and score a perfect 1, so a black fused image scores about 0.9.
+    # are all zero and score a perfect 1, so a black fused image scores about 0.9. Where a source
+    # has an edge and B none, the all-zero windows of B and F still score 1 (Matlab's sequential
+    # mean, see test_constant_windows_are_correlated_through_matlabs_sequential_mean).
     from skimage import data, transform
     a = np.round(transform.resize(data.camera(), (128, 128), anti_aliasing=True) * 255) / 255
     b = np.round(transform.resize(data.moon(), (128, 128), anti_aliasing=True) * 255) / 255
@@ -324,8 +358,8 @@ def test_edge_fmi_is_about_090_for_a_constant_fused_image():
     assert 0.8 < black < 0.95
     with pytest.warns(RuntimeWarning, match="constant"):
         assert fmi(a, b, np.zeros_like(a), feature="pixel") < 0.2
-    # ... and yet it is below a real fusion.
-    assert black < fmi(a, b, np.round((a + b) / 2 * 255) / 255, feature="edge")
+    # ... and it beats the average of the two sources: edge FMI must never decide a ranking alone.
+    assert black > fmi(a, b, np.round((a + b) / 2 * 255) / 255, feature="edge")
 
 
 # --------------------------------------------------------------------------------------------
@@ -338,11 +372,12 @@ def test_three_equal_constant_images_score_one_with_warning(feature):
         assert fmi(c, c, c, feature=feature) == 1.0
 
 
-def test_constant_fused_image_against_other_constants_scores_zero_with_warning():
-    # Every window is non-identical and uniform against uniform: MI = 0 -> 0.
+def test_constant_fused_image_against_other_constants_scores_one_with_warning():
+    # Every window is non-identical and uniform against uniform; through Matlab's sequential mean
+    # the two uniform distributions are perfectly correlated: phi = 1, MI = H, value 1.
     a = np.full((10, 10), 0.2, dtype=np.float32)
     with pytest.warns(RuntimeWarning, match="a, b, f"):
-        assert fmi(a, a, np.full_like(a, 0.6), feature="pixel") == 0.0
+        assert fmi(a, a, np.full_like(a, 0.6), feature="pixel") == pytest.approx(1.0, abs=1e-12)
 
 
 def test_no_warning_for_ordinary_images(triplet):
@@ -440,7 +475,7 @@ def test_matlab_dmey_dwt2_shapes_and_reconstruction():
     assert np.max(np.abs(back - x)) < 1e-4
 
 
-def test_fft_dwt2_equals_pywavelets():
+def test_matrix_dwt2_equals_pywavelets():
     x = np.random.default_rng(1).random((61, 40)) * 255
     expected = pywt.dwt2(x, matlab_dmey(), mode="symmetric")
     approx, details = dmey_dwt2(x)
@@ -475,3 +510,133 @@ def test_bad_arguments_raise_clear_errors(triplet):
 @pytest.mark.parametrize("convention", ["paper", "tang", "mefb"])
 def test_conventions_are_one_computation(convention, triplet):
     assert fmi(*triplet, convention=convention) == fmi(*triplet)
+
+
+def test_dwt2_is_exactly_constant_over_flat_supports():
+    # Matlab's dwt2 convolves directly, so every coefficient whose 102 taps see one repeated value
+    # comes out bit-identical; FMI's 3 x 3 min-max scaling would turn position-dependent rounding
+    # into structure. A constant image gives four exactly constant sub-bands ...
+    approx, details = dmey_dwt2(np.full((40, 64), 77.0))
+    for band in (approx, *details):
+        assert band.min() == band.max()
+    # ... and a flat half wide enough for the whole filter gives equal coefficients there.
+    x = np.random.default_rng(3).random((300, 300)) * 255
+    x[:, :200] = 31.0
+    approx, (horizontal, _, _) = dmey_dwt2(x)
+    # Row output t reads extended samples 2t+1 .. 2t+102, i.e. columns 2t-100 .. 2t+1 (negative
+    # ones mirrored into columns 0..99): all in the flat part for t <= 99. Those row outputs are
+    # then equal down every column, so the column pass is flat there too.
+    assert np.ptp(approx[:, :99]) == 0.0 and np.ptp(horizontal[:, :99]) == 0.0
+    assert np.ptp(approx[:, 99:]) > 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# Known answers on degenerate inputs (hand-derived) and the previous implementation's values.
+# --------------------------------------------------------------------------------------------
+def _step(value_left, value_right, shape=(10, 10), at=5):
+    x = np.full(shape, value_left)
+    x[:, at:] = value_right
+    return x
+
+
+def test_constant_fused_image_scores_the_share_of_flat_source_windows():
+    # 10 x 10 sources with a step between columns 4 and 5: of the 8 x 8 windows, those starting
+    # in columns 3 and 4 straddle the step (16), the other 48 are flat. A flat source window
+    # against the constant F window scores 1 (two different constants, c = 1), a straddling one
+    # about 0 (c ~ 1e-16): FMI = 48 / 64 = 0.75 for raw pixels.
+    a, b = _step(0.2, 0.8), _step(0.4, 0.6)
+    f = np.full((10, 10), 0.5)
+    with pytest.warns(RuntimeWarning, match="constant"):
+        assert fmi(a, b, f, feature="pixel") == pytest.approx(0.75, abs=1e-12)
+
+
+def test_constant_source_with_f_equal_to_the_other_source():
+    # A constant, F = B a step. A part: 1 on the 48 flat windows, 0 on the 16 straddling ones.
+    # B part: A's window differs from F's, so F is scaled to [0, 1] and B is no longer identical
+    # to it; B and F have the same distribution (c = 1, phi = 1, MI = H): about 1 everywhere.
+    # FMI = (48/64 + 1) / 2 = 0.875 (0.5 if constant windows were uncorrelated).
+    a, b = np.full((10, 10), 0.3), _step(0.4, 0.6)
+    with pytest.warns(RuntimeWarning, match="constant"):
+        assert fmi(a, b, b.copy(), feature="pixel") == pytest.approx(0.875, abs=1e-12)
+
+
+def test_three_different_constant_images_score_one_with_wavelet_features():
+    # Each wavelet map is four exactly constant sub-bands; windows inside a band are constant
+    # against constant (1), windows across band borders have the same two-level pattern in all
+    # three maps (c = 1, phi = 1): FMI = 1. With position-dependent rounding in the DWT the
+    # min-max scaled windows would be noise (0.11 before the direct-convolution rule).
+    images = [np.full((24, 24), v) for v in (0.2, 0.4, 0.6)]
+    with pytest.warns(RuntimeWarning, match="constant"):
+        assert fmi(*images, feature="wavelet") == pytest.approx(1.0, abs=1e-9)
+
+
+# fmi() values of the previous, array-based implementation (commit 81437c0), where no position
+# has two different constant windows (the one case whose value the sequential-mean rule
+# changes): the compiled kernel and the matrix DWT must reproduce them.
+PREVIOUS_VALUES = {
+    ("triplet", "pixel"): 0.3698953058235516, ("triplet", "dct"): 0.3743452505576082,
+    ("triplet", "wavelet"): 0.3880528556646595,
+    ("random", "pixel"): 0.09291433092960973, ("random", "dct"): 0.09525750870625775,
+    ("random", "wavelet"): 0.10940437179802363,
+    ("levels", "pixel"): 0.09275057492611537, ("levels", "dct"): 0.09371163915094828,
+    ("levels", "wavelet"): 0.11551812942682285,
+    ("random_w5", "pixel"): 0.04468705696772092, ("random_w5", "dct"): 0.048938986045299636,
+    ("random_w5", "wavelet"): 0.0643385327350516,
+}
+
+
+def _previous_inputs(name):
+    import importlib.util
+    import pathlib
+    spec = importlib.util.spec_from_file_location(
+        "bench_conftest", pathlib.Path(__file__).parents[1] / "benchmarks" / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if name == "triplet":
+        return module.make_triplet(64, seed=3), 3
+    rng = np.random.default_rng(7)
+    r = [rng.random((37, 45)) for _ in range(3)]
+    q = [rng.integers(0, 256, (40, 33)) / 255.0 for _ in range(3)]
+    return {"random": (r, 3), "levels": (q, 3), "random_w5": (r, 5)}[name]
+
+
+@pytest.mark.parametrize("name, feature", sorted(PREVIOUS_VALUES))
+def test_compiled_kernel_keeps_the_previous_values(name, feature):
+    images, window = _previous_inputs(name)
+    assert fmi(*images, feature=feature, window=window) == pytest.approx(
+        PREVIOUS_VALUES[name, feature], abs=1e-12)
+
+
+# --------------------------------------------------------------------------------------------
+# Matlab's edge(I): a literal transcription of the Image Processing Toolbox's portable thinning
+# loop (edge.m, computeEdgesWithThinningPortable, Sobel: offsets 0, kx = ky = 1).
+# --------------------------------------------------------------------------------------------
+def _literal_matlab_edge(img255):
+    from scipy.ndimage import correlate
+    op = np.array([[1.0, 2.0, 1.0], [0.0, 0.0, 0.0], [-1.0, -2.0, -1.0]]) / 8.0
+    by = correlate(img255, op, mode="nearest")     # imfilter(a, op, 'replicate')
+    bx = correlate(img255, op.T, mode="nearest")   # imfilter(a, op', 'replicate')
+    b = bx * bx + by * by
+    cutoff = 4.0 * _seq(b.flatten(order="F")) / b.size
+    bx, by = np.abs(bx), np.abs(by)
+    eps100 = 100 * np.finfo(float).eps
+    m, n = b.shape
+    e = np.zeros((m, n), dtype=bool)
+    for c in range(n):
+        for r in range(m):
+            b1 = True if c - 1 < 0 else b[r, c - 1] <= b[r, c]
+            b2 = True if c + 1 >= n else b[r, c] > b[r, c + 1]
+            b3 = True if r - 1 < 0 else b[r - 1, c] <= b[r, c]
+            b4 = True if r + 1 >= m else b[r, c] > b[r + 1, c]
+            e[r, c] = b[r, c] > cutoff and ((bx[r, c] >= by[r, c] - eps100 and b1 and b2)
+                                            or (by[r, c] >= bx[r, c] - eps100 and b3 and b4))
+    return e
+
+
+@pytest.mark.parametrize("seed, levels", [(0, 256), (1, 4), (2, 2)])
+def test_matlab_edge_equals_the_toolbox_thinning_loop(seed, levels):
+    # Few grey levels make ties between neighbours and between |bx| and |by| common.
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, levels, (23, 31)) / (levels - 1)
+    img[5:12, 4:20] = img[5, 4]  # a flat block: zero gradients and ties inside
+    np.testing.assert_array_equal(matlab_edge(img), _literal_matlab_edge(np.round(img * 255)))

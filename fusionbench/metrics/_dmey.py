@@ -13,9 +13,10 @@ orthonormal only to about 2e-6 (sum of squares 1 + 1.6e-6, shifts by two orthogo
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pywt
-import scipy.fft
 
 __all__ = ["MATLAB_DMEY_REC_LO", "matlab_dmey", "quadrature_mirror", "dmey_dwt2"]
 
@@ -92,43 +93,79 @@ def matlab_dmey() -> pywt.Wavelet:
     return wavelet
 
 
-def _analysis_1d(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """One-level decimated low/high-pass analysis of ``x`` along ``axis``, symmetric extension.
+@functools.lru_cache(maxsize=16)
+def _analysis_matrices(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(size, n_out) matrices L, H with ``x @ L`` and ``x @ H`` the decimated dmey analysis of rows.
 
-    The same numbers as ``pywt.dwt(x, matlab_dmey(), mode="symmetric", axis=axis)``: extend by
-    taps - 1 half-sample-symmetrically, convolve fully with the decomposition filter, and keep
-    every second sample from index ``taps``. The 102-tap convolutions run through one real FFT.
+    Output t is the full convolution of the half-sample-symmetric extension (taps - 1 samples on
+    each side) with the decomposition filter, taken at index taps + 2t, as Matlab's ``dwt``
+    computes it; the extension is folded into the matrix, so the transform is one product.
     """
     taps = MATLAB_DMEY_REC_LO.size
-    size = x.shape[axis]
     n_out = (size + taps - 1) // 2
-    pad = [(0, 0)] * x.ndim
-    pad[axis] = (taps - 1, taps - 1)
-    extended = np.pad(x, pad, mode="symmetric")
-    n_full = extended.shape[axis] + taps - 1
-    n_fft = scipy.fft.next_fast_len(n_full, real=True)
-    spectrum = scipy.fft.rfft(extended, n=n_fft, axis=axis)
-    rec_hi = quadrature_mirror(MATLAB_DMEY_REC_LO)
-    shape = [1] * x.ndim
-    shape[axis] = -1
-    keep = [slice(None)] * x.ndim
-    keep[axis] = slice(taps, taps + 2 * n_out, 2)
-    bands = []
-    for dec in (MATLAB_DMEY_REC_LO[::-1], rec_hi[::-1]):
-        response = scipy.fft.rfft(dec, n=n_fft).reshape(shape)
-        bands.append(scipy.fft.irfft(spectrum * response, n=n_fft, axis=axis)[tuple(keep)])
-    return bands[0], bands[1]
+    extended = np.arange(-(taps - 1), size + taps - 1)
+    period = 2 * size
+    folded = np.mod(extended, period)
+    source = np.where(folded < size, folded, period - 1 - folded)  # symmetric extension
+    matrices = []
+    for dec in (MATLAB_DMEY_REC_LO[::-1], quadrature_mirror(MATLAB_DMEY_REC_LO)[::-1]):
+        matrix = np.zeros((size, n_out))
+        for t in range(n_out):
+            # y[taps + 2t] = sum_k dec[k] ext[taps + 2t - k], ext index taps + 2t - k.
+            rows = source[taps + 2 * t - np.arange(taps)]
+            np.add.at(matrix[:, t], rows, dec)
+        matrix.setflags(write=False)
+        matrices.append(matrix)
+    return matrices[0], matrices[1]
+
+
+def _flat_supports(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where output t of a row's analysis sees one repeated value, and that value.
+
+    Output t reads the extended samples taps - 1 + 2t - (taps - 1) ... i.e. extended indices
+    2t + 1 ... 2t + taps; it is flat when no two neighbours there differ.
+    """
+    taps = MATLAB_DMEY_REC_LO.size
+    n_out = (x.shape[1] + taps - 1) // 2
+    extended = np.pad(x, ((0, 0), (taps - 1, taps - 1)), mode="symmetric")
+    changes = np.zeros((x.shape[0], extended.shape[1]), dtype=np.int32)
+    np.cumsum(extended[:, 1:] != extended[:, :-1], axis=1, out=changes[:, 1:])
+    first = 2 * np.arange(n_out) + 1
+    flat = changes[:, first + taps - 1] == changes[:, first]
+    return flat, extended[:, first]
+
+
+def _analysis_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One-level decimated low/high-pass analysis of each row of ``x`` (symmetric extension).
+
+    A direct convolution, as Matlab's ``conv2`` computes it, gives bit-identical outputs wherever
+    the filter sees one repeated value; the matrix product does not (its rounding depends on the
+    position). FMI min-max scales 3 x 3 windows of these coefficients, which turns such rounding
+    into structure, so outputs over a flat support are set to ``value * sum(filter)``: equal
+    wherever the reference's are equal.
+    """
+    low_matrix, high_matrix = _analysis_matrices(x.shape[1])
+    low, high = x @ low_matrix, x @ high_matrix
+    flat, value = _flat_supports(x)
+    if flat.any():
+        low[flat] = value[flat] * _FILTER_SUMS[0]
+        high[flat] = value[flat] * _FILTER_SUMS[1]
+    return low, high
 
 
 def dmey_dwt2(x: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Matlab's ``[cA, cH, cV, cD] = dwt2(x, 'dmey')`` (symmetric extension), FFT-based.
+    """Matlab's ``[cA, cH, cV, cD] = dwt2(x, 'dmey')`` (symmetric extension), as matrix products.
 
     Returns ``(cA, (cH, cV, cD))`` as ``pywt.dwt2(x, matlab_dmey(), mode="symmetric")`` does, to
-    rounding (about 1e-13 relative), several times faster for the 102-tap filter. An H x W image
-    gives four floor((H + 101) / 2) x floor((W + 101) / 2) sub-bands.
+    rounding (about 1e-13 relative), except that coefficients whose support is flat are exactly
+    equal (see :func:`_analysis_rows`): a constant image gives four constant sub-bands, as in
+    Matlab. An H x W image gives four floor((H + 101) / 2) x floor((W + 101) / 2) sub-bands.
     """
     x = np.asarray(x, dtype=np.float64)
-    low, high = _analysis_1d(x, axis=1)
-    approx, horizontal = _analysis_1d(low, axis=0)
-    vertical, diagonal = _analysis_1d(high, axis=0)
+    low, high = _analysis_rows(x)
+    approx, horizontal = (band.T for band in _analysis_rows(np.ascontiguousarray(low.T)))
+    vertical, diagonal = (band.T for band in _analysis_rows(np.ascontiguousarray(high.T)))
     return approx, (horizontal, vertical, diagonal)
+
+
+_FILTER_SUMS = (float(np.sum(MATLAB_DMEY_REC_LO)), float(np.sum(quadrature_mirror(MATLAB_DMEY_REC_LO))))

@@ -1,4 +1,4 @@
-"""Feature mutual information (FMI) of a fused image, Haghighat's fast FMI, vectorised.
+"""Feature mutual information (FMI) of a fused image, Haghighat's fast FMI, compiled.
 
 References
 ----------
@@ -10,8 +10,9 @@ References
 
 The reference implementation is Haghighat's Matlab ``fmi.m``, shipped unchanged by the ``tang``
 (``analysis_fmi.m``) and ``mefb`` (``metricsFMI.m``) toolboxes; it loops over every window and takes
-minutes on a 256 x 256 image. :func:`fmi` computes the same numbers with array operations on all
-windows at once (see ``/work/shared/reference/metric-conventions.md``, row FMI).
+minutes on a 256 x 256 image. :func:`fmi` computes the same numbers in one compiled pass over the
+windows (:mod:`fusionbench.metrics._fmi_kernel`; see ``/work/shared/reference/metric-conventions.md``,
+row FMI).
 
 Per 3 x 3 window (``window=3``, 'valid' positions only) and per source X in {A, B}:
 
@@ -30,17 +31,22 @@ Per 3 x 3 window (``window=3``, 'valid' positions only) and per source X in {A, 
 
 The window's value is the mean of the A and B values, and FMI is the mean over all windows.
 
-Two details of the reference are reproduced on purpose: while scoring A, ``fmi.m`` overwrites its
-F window with the min-max scaled one, so B is tested for identity against the *scaled* F window
-unless A's window was identical (this makes FMI slightly asymmetric in A and B where F windows are
-constant, e.g. all-zero edge windows); and a constant window's uniform distribution has exactly
-zero correlation with anything (Matlab's summed mean is exactly 1/9 there).
+Three details of the reference decide degenerate windows and are reproduced on purpose:
 
-Vectorisation: windows are the columns of (9, K) arrays, processed in cache-sized blocks. M puts
-mass only on the cells where the bins' CDF intervals overlap, at most 17 of the 81 cells (the
-segments between the merged breakpoints of both CDFs, each named by its right end, found from one
-(8, 8) comparison per window). The entropy of the independent part ``(1 - phi) q p^T`` has a
-closed form and reuses the marginal logarithms, so a window pair needs 17 new logarithms, not 81.
+- while scoring A, ``fmi.m`` overwrites its F window with the min-max scaled one, so B is tested
+  for identity against the *scaled* F window unless A's window was identical (an all-zero F edge
+  window becomes all ones, and an all-zero B window no longer matches it);
+- Matlab and Octave sum left to right, so a constant window's distribution ``1/9`` has the mean
+  ``(1 + 2^-52) / 9``, not ``1/9``: its centred values are -2.8e-17, not 0. Two constant windows
+  that are not identical are therefore perfectly correlated (c = 1, phi = 1) and score 1, and a
+  constant window against a structured one scores about 1e-16. (This undoes the first quirk for
+  edge maps: the all-zero B window against the all-ones scaled F window scores 1.)
+- ``dwt2`` is a direct convolution, so coefficients over a flat stretch of the image are exactly
+  equal and their windows constant; :func:`fusionbench.metrics._dmey.dmey_dwt2` keeps that.
+
+The joint entropy needs one logarithm per cell the bound coupling M gives mass to, at most 17 of
+the 81 (the stretches between the merged breakpoints of both CDFs): the entropy of the independent
+part ``(1 - phi) q p^T`` has a closed form from the marginal logarithms.
 """
 from __future__ import annotations
 
@@ -52,6 +58,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from ..data.io import ImageError, as_image, check_same_shape
 from ._conventions import check_convention, to_255, unsupported, warn_degenerate
 from ._dmey import dmey_dwt2
+from ._fmi_kernel import fmi_map
 
 __all__ = ["fmi", "matlab_edge", "fmi_features", "FMI_FEATURES"]
 
@@ -159,225 +166,11 @@ def _feature_map(x: np.ndarray, feature: str) -> np.ndarray:
     return _rerange(np.block([[approx, horizontal], [vertical, diagonal]]))
 
 
-def _column_major_windows(feature_map: np.ndarray, window: int) -> np.ndarray:
-    """All 'valid' window x window windows as columns of an (L, K) array, L = window**2.
-
-    Row k of the result is element k of every window in Matlab's column-major ``(:)`` order; the
-    windows run along the long axis so that every per-window statistic is a short loop of
-    whole-row array operations.
-    """
-    windows = sliding_window_view(feature_map, (window, window))
-    return windows.transpose(3, 2, 0, 1).reshape(window * window, -1)
-
-
-def _min_max_windows(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Min-max scale each column to [0, 1]; a constant column becomes all ones (the reference).
-
-    Returns the scaled columns and the (K,) mask of constant ones.
-    """
-    lo = windows.min(axis=0)
-    span = windows.max(axis=0) - lo
-    constant = span == 0
-    span[constant] = 1.0
-    scaled = (windows - lo) / span
-    scaled[:, constant] = 1.0
-    return scaled, constant
-
-
-_TINY = np.finfo(np.float64).tiny
-
-
-def _log2_floored(x: np.ndarray) -> np.ndarray:
-    """``log2(max(x, tiny))``: finite (-1022) where x is 0.
-
-    Every use multiplies it by the quantity that is 0 there, so the product is the reference's 0;
-    flooring is cheaper than numpy's masked ``where=`` evaluation.
-    """
-    return np.log2(np.maximum(x, _TINY))
-
-
-def _neg_x_log2_abs(x: np.ndarray) -> np.ndarray:
-    """``-x log2|x|`` elementwise, 0 where x is 0 (Matlab's ``real(-x .* log2(x))``)."""
-    logs = np.abs(x)
-    np.maximum(logs, _TINY, out=logs)
-    np.log2(logs, out=logs)
-    logs *= x
-    return np.negative(logs, out=logs)
-
-
-class _WindowStats:
-    """What one image's windows contribute to every comparison, computed once per image.
-
-    Columns are windows. ``pdf``: the min-max scaled window divided by its sum (the reference's
-    L-bin distribution); ``cdf``: (L + 1, K), a zero row then the running sum, accumulated bin by
-    bin as the reference does; ``centred`` and ``centred_norm2`` for the Pearson correlation;
-    ``mean`` and ``sd``: moments of the bin index 1..L under ``pdf`` (population SD; a variance
-    rounded below 0 counts as 0, where Matlab would turn complex); ``log_pdf``: log2 of ``pdf``
-    (floored at log2(tiny) for empty bins, always multiplied by pdf); ``entropy``: H(pdf) in bits.
-    """
-
-    def __init__(self, scaled: np.ndarray, constant: np.ndarray):
-        n_bins, n_windows = scaled.shape
-        self.pdf = pdf = scaled / scaled.sum(axis=0)
-        self.cdf = cdf = np.empty((n_bins + 1, n_windows))
-        cdf[0] = 0.0
-        cdf[1] = pdf[0]
-        for i in range(1, n_bins):  # row by row: contiguous, and the reference's summation order
-            np.add(cdf[i], pdf[i], out=cdf[i + 1])
-        self.centred = pdf - cdf[-1] / n_bins
-        # A constant window's distribution is uniform: centred exactly, its correlation with
-        # anything is 0 (the reference's pairwise-summed mean gives exact 1/9 here; a running
-        # sum would leave 1e-17 residues whose "correlation" is arbitrary).
-        self.centred[:, constant] = 0.0
-        self.centred_norm2 = np.einsum("ij,ij->j", self.centred, self.centred)
-        index = np.arange(1, n_bins + 1, dtype=np.float64)
-        self.mean = index @ pdf
-        variance = (index * index) @ pdf - self.mean * self.mean
-        self.sd = np.sqrt(np.maximum(variance, 0.0))
-        self.log_pdf = _log2_floored(pdf)  # only ever multiplied by pdf (or a product with it)
-        self.entropy = -np.einsum("ij,ij->j", pdf, self.log_pdf)
-
-    def subset(self, columns: np.ndarray) -> "_WindowStats":
-        new = object.__new__(_WindowStats)
-        for name, value in vars(self).items():
-            setattr(new, name, value[..., columns])
-        return new
-
-
-def _pair_values(x: _WindowStats, f: _WindowStats) -> np.ndarray:
-    """Haghighat's normalised MI ``2 MI / (H_X + H_F)`` of each window pair (0 where MI is 0).
-
-    The joint distribution is ``phi * B + (1 - phi) * q p^T`` with B the Frechet-Hoeffding bound
-    coupling (comonotone for c >= 0, countermonotone for c < 0). B gives cell (i, j) the overlap
-    of F's CDF interval i with X's CDF interval j (X's intervals mirrored, 1 - P, for the
-    countermonotone bound), so it is non-zero only on the 2L - 1 segments into which the merged
-    interior CDF values of both sides cut [0, 1]. Each segment is named by its right end: a
-    breakpoint Q_k of F (its X bin is the number of X breakpoints below Q_k), a breakpoint R_l of
-    X (its F bin is the number of F breakpoints at or below R_l), or 1. The joint entropy is the
-    closed-form entropy of ``(1 - phi) q p^T`` plus a correction on those segments only.
-    """
-    n_bins, n_windows = f.pdf.shape
-    n_inner = n_bins - 1
-    co = np.einsum("ij,ij->j", x.centred, f.centred)
-    norm = np.sqrt(x.centred_norm2 * f.centred_norm2)
-    corr = np.divide(co, norm, out=np.zeros_like(co), where=co != 0)
-    counter = corr < 0
-
-    # X's bins in the order the bound coupling meets them: reversed for the countermonotone one,
-    # whose breakpoints are then 1 - P. Both with a leading 0, so row m is "below bin m".
-    x_pdf = np.where(counter, x.pdf[::-1], x.pdf)
-    x_cdf = np.where(counter, 1.0 - x.cdf[::-1], x.cdf)
-    x_breaks, f_breaks = x_cdf[1:-1], f.cdf[1:-1]
-
-    # below[k, l]: X breakpoint l lies strictly below F breakpoint k.
-    below = (x_breaks[None, :, :] < f_breaks[:, None, :]).view(np.uint8)
-    count_type = np.uint8 if n_inner < 256 else np.int32
-    x_bin = below.sum(axis=1, dtype=count_type)  # X bin of the segment ending at Q_k
-    f_bin = n_inner - below.sum(axis=0, dtype=np.intp)  # F bin of the segment ending at R_l
-    offsets = np.arange(n_windows)
-    x_flat = np.multiply(x_bin, n_windows, dtype=np.intp)
-    x_flat += offsets
-    f_flat = f_bin * n_windows
-    f_flat += offsets
-
-    n_segments = 2 * n_bins - 1
-    mass = np.empty((n_segments, n_windows))
-    indep = np.empty((n_segments, n_windows))
-    log_indep = np.empty((n_segments, n_windows))
-    at_f, at_x = slice(0, n_inner), slice(n_inner, 2 * n_inner)
-    np.subtract(f_breaks, np.maximum(f.cdf[:-2], np.take(x_cdf, x_flat)), out=mass[at_f])
-    np.subtract(x_breaks, np.maximum(x_cdf[:-2], np.take(f.cdf, f_flat)), out=mass[at_x])
-    np.subtract(1.0, np.maximum(f_breaks[-1], x_breaks[-1]), out=mass[-1])
-    np.maximum(mass[-1], 0.0, out=mass[-1])  # a CDF may end a rounding error above 1
-    np.multiply(f.pdf[:-1], np.take(x_pdf, x_flat), out=indep[at_f])
-    np.multiply(np.take(f.pdf, f_flat), x_pdf[:-1], out=indep[at_x])
-    np.multiply(f.pdf[-1], x_pdf[-1], out=indep[-1])
-    x_log_pdf = np.where(counter, x.log_pdf[::-1], x.log_pdf)
-    np.add(f.log_pdf[:-1], np.take(x_log_pdf, x_flat), out=log_indep[at_f])
-    np.add(np.take(f.log_pdf, f_flat), x_log_pdf[:-1], out=log_indep[at_x])
-    np.add(f.log_pdf[-1], x_log_pdf[-1], out=log_indep[-1])
-
-    # Hoeffding: the covariance of the bin indices I (of F) and J (of X) under the bound coupling.
-    # In coupling order, X bin m has index m + 1, or L - m when reversed.
-    x_bin = x_bin.astype(np.float64)
-    j_at_f = np.where(counter, n_bins - x_bin, x_bin + 1.0)
-    j_at_x = np.where(counter, np.arange(n_bins, 1, -1)[:, None], np.arange(1, n_bins)[:, None])
-    j_at_f *= np.arange(1, n_bins)[:, None]
-    joint_moment = np.einsum("ij,ij->j", j_at_f, mass[at_f])
-    j_at_x *= f_bin + 1
-    joint_moment += np.einsum("ij,ij->j", j_at_x, mass[at_x])
-    joint_moment += n_bins * np.where(counter, 1, n_bins) * mass[-1]
-    bound_cov = joint_moment - x.mean * f.mean
-    mixable = (corr != 0) & (x.sd > 0) & (f.sd > 0) & (bound_cov != 0)
-    phi = np.divide(corr * x.sd * f.sd, bound_cov, out=np.zeros_like(corr), where=mixable)
-    weight_indep = 1.0 - phi
-
-    marginal_sum = x.entropy + f.entropy
-    # Entropy of the independent part (1 - phi) q p^T alone, in closed form ...
-    log_weight = _log2_floored(np.abs(weight_indep))  # only ever multiplied by weight_indep
-    joint_entropy = weight_indep * (marginal_sum - log_weight)
-    # ... corrected on the segments, the only cells where the bound coupling adds mass:
-    # + g(phi * mass + indep) - g(indep) with g(v) = -v log2|v|, g(indep) from the marginal logs.
-    indep *= weight_indep
-    log_indep += log_weight
-    log_indep *= indep
-    mass *= phi
-    mass += indep
-    correction = _neg_x_log2_abs(mass)
-    correction += log_indep
-    joint_entropy += correction.sum(axis=0)
-
-    mutual_info = marginal_sum - joint_entropy
-    defined = (mutual_info != 0) & (marginal_sum != 0)
-    return np.divide(2.0 * mutual_info, marginal_sum, out=np.zeros_like(mutual_info), where=defined)
-
-
-# Windows per block: keeps a block's (17, n) float64 temporaries inside the L2 cache.
-_BLOCK = 4096
-
-
 def _fmi_map(feature_a: np.ndarray, feature_b: np.ndarray, feature_f: np.ndarray,
              window: int) -> np.ndarray:
     """Per-window FMI, shape (m - window + 1, n - window + 1), of three feature maps."""
-    out_shape = (feature_a.shape[0] - window + 1, feature_a.shape[1] - window + 1)
-    a = _column_major_windows(feature_a, window)
-    b = _column_major_windows(feature_b, window)
-    f = _column_major_windows(feature_f, window)
-    values = np.ones(a.shape[1])
-    for first in range(0, a.shape[1], _BLOCK):
-        block = slice(first, first + _BLOCK)
-        values[block] = _block_values(a[:, block], b[:, block], f[:, block])
-    return values.reshape(out_shape)
-
-
-def _block_values(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """Window values ``(fmi_AF + fmi_BF) / 2`` of one block of windows (columns)."""
-    same_af = (a == f).all(axis=0)
-    f_scaled, f_constant = _min_max_windows(f)
-    # Reference quirk, reproduced: fmi.m overwrites its F window with the min-max scaled one while
-    # scoring A, so B is tested for identity against the *scaled* F window unless A's was identical.
-    same_bf = (b == np.where(same_af, f, f_scaled)).all(axis=0)
-    value_af = np.ones(a.shape[1])
-    value_bf = np.ones(a.shape[1])
-    todo_af, todo_bf = ~same_af, ~same_bf
-    todo = todo_af | todo_bf
-    if not todo.any():
-        return value_af
-    if not todo.all():
-        a, b, f_scaled, f_constant = a[:, todo], b[:, todo], f_scaled[:, todo], f_constant[todo]
-        todo_af, todo_bf = todo_af[todo], todo_bf[todo]
-    stats_f = _WindowStats(f_scaled, f_constant)
-    for source, todo_source, value in ((a, todo_af, value_af), (b, todo_bf, value_bf)):
-        if not todo_source.any():
-            continue
-        scores = np.ones(len(todo_source))
-        if todo_source.all():
-            scores = _pair_values(_WindowStats(*_min_max_windows(source)), stats_f)
-        else:
-            scores[todo_source] = _pair_values(
-                _WindowStats(*_min_max_windows(source[:, todo_source])), stats_f.subset(todo_source))
-        value[todo] = scores
-    return 0.5 * (value_af + value_bf)
+    maps = [np.ascontiguousarray(m, dtype=np.float64) for m in (feature_a, feature_b, feature_f)]
+    return fmi_map(*maps, int(window))
 
 
 def fmi(a, b, f, *, feature: str = "edge", window: int = 3, convention: str = "paper") -> float:
@@ -388,16 +181,19 @@ def fmi(a, b, f, *, feature: str = "edge", window: int = 3, convention: str = "p
     with every branch of the reference reproduced (identical windows score 1; constant windows
     become uniform distributions; the correlation sign picks the upper or lower Frechet bound;
     phi = 0 for zero correlation or zero index variance; a negative joint cell enters as
-    ``-j log2|j|``; 0 where MI is exactly 0; and the reference's reuse of the scaled F window in
-    the B identity test). Values agree with the reference to rounding (about 1e-12).
+    ``-j log2|j|``; 0 where MI is exactly 0; the reference's reuse of the scaled F window in
+    the B identity test; Matlab's left-to-right sums, which make two different constant windows
+    perfectly correlated). Values agree with the reference to rounding (about 1e-12).
 
     .. warning::
        **The paper's "FMI_pixel" is edge-feature FMI, and it barely ranks.** Haghighat's code
        defaults to the ``edge`` feature although its help text says raw pixels, so the toolboxes'
        "FMI_pixel" column is ``feature="edge"`` (this function's default), not ``"pixel"``.
        Most 3 x 3 windows of Sobel edge maps are all zero in both images and score a perfect 1,
-       so edge-feature FMI is about 0.9 **even for a constant (black) fused image**. Report it
-       for comparability with published tables, but never let it decide a ranking alone.
+       so edge-feature FMI is about 0.9 **even for a constant (black) fused image**, and that can
+       beat a real fusion (a black image scores 0.883, the mean of the two sources 0.877 on
+       ``camera`` and ``moon`` at 128 x 128). Report it for comparability with published tables,
+       but never let it decide a ranking alone.
 
     Parameters
     ----------
@@ -436,8 +232,9 @@ def fmi(a, b, f, *, feature: str = "edge", window: int = 3, convention: str = "p
     RuntimeWarning
         When any image is constant: its windows become uniform distributions by the reference's
         rule, so the score is a convention, not a measurement. For example, with ``feature``
-        ``"pixel"`` and a constant ``f``, every window where a source is not identical to ``f``
-        scores 0; with ``"edge"`` a constant ``f`` scores about 0.9 (see the warning above).
+        ``"pixel"`` and a constant ``f``, a window scores 1 against a constant source window and
+        about 0 against a structured one; with ``"edge"`` a constant ``f`` scores about 0.9 (see
+        the warning above).
 
     Examples
     --------
