@@ -58,7 +58,6 @@ from numpy.lib.stride_tricks import sliding_window_view
 from ..data.io import ImageError, as_image, check_same_shape
 from ._conventions import check_convention, to_255, unsupported, warn_degenerate
 from ._dmey import dmey_dwt2
-from ._fmi_kernel import fmi_map
 
 __all__ = ["fmi", "matlab_edge", "fmi_features", "FMI_FEATURES"]
 
@@ -169,6 +168,8 @@ def _feature_map(x: np.ndarray, feature: str) -> np.ndarray:
 def _fmi_map(feature_a: np.ndarray, feature_b: np.ndarray, feature_f: np.ndarray,
              window: int) -> np.ndarray:
     """Per-window FMI, shape (m - window + 1, n - window + 1), of three feature maps."""
+    from ._fmi_kernel import fmi_map  # numba costs 0.7 s to import: only when FMI is computed
+
     maps = [np.ascontiguousarray(m, dtype=np.float64) for m in (feature_a, feature_b, feature_f)]
     return fmi_map(*maps, int(window))
 
