@@ -283,7 +283,7 @@ def _execute(context: dict, task: _Task) -> dict:
             stage = "score fusion"
             t0 = perf_counter()
             out["rows"] += score_fusion(pat, mri, fused, convention=context["convention"],
-                                       metrics=context["metrics"])
+                                       metrics=context["metrics"], device=context.get("device"))
             times["scoring"] = times.get("scoring", 0.0) + perf_counter() - t0
             out["fused"] = fused
     except Exception as exc:  # noqa: BLE001 - a failing method must not stop the run
@@ -532,7 +532,8 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunSummary:
     _write_sources(plan.out, plan.cases)
     fingerprints = _fingerprints(plan, prep.configs)
     executor = make_executor(config.jobs, config.scheduler)
-    context = {"methods": prep.instances, "convention": config.convention, "metrics": plan.metrics}
+    context = {"methods": prep.instances, "convention": config.convention, "metrics": plan.metrics,
+               "device": plan.device}  # scoring runs on the GPU (torch path) when this is CUDA
     phase = dict(executor=executor, context=context, out=plan.out, cases=plan.cases, statuses=prep.statuses,
                  method_errors=prep.errors, progress=progress, fingerprints=fingerprints)
     try:
