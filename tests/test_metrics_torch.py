@@ -186,9 +186,6 @@ def test_flat_dmey_supports_are_exactly_flat():
     assert torch.unique(high[..., :75]).numel() == 1
 
 
-@pytest.mark.xfail(strict=False, reason="numpy core: _dmey._flat_supports counts the zero-weight tap (Lo_R[101], "
-                                        "Hi_R[0]), so a flat stretch ending under it keeps matrix-product rounding "
-                                        "that FMI's min-max scaling amplifies (about 5e-5 here)")
 def test_fmi_w_flat_stretch_ending_under_the_zero_tap():
     a, b, f = realistic_triplet((64, 300), 9)
     a = a.copy()

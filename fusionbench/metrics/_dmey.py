@@ -108,7 +108,7 @@ def _analysis_matrices(size: int) -> tuple[np.ndarray, np.ndarray]:
     folded = np.mod(extended, period)
     source = np.where(folded < size, folded, period - 1 - folded)  # symmetric extension
     matrices = []
-    for dec in (MATLAB_DMEY_REC_LO[::-1], quadrature_mirror(MATLAB_DMEY_REC_LO)[::-1]):
+    for dec in _DEC_FILTERS:
         matrix = np.zeros((size, n_out))
         for t in range(n_out):
             # y[taps + 2t] = sum_k dec[k] ext[taps + 2t - k], ext index taps + 2t - k.
@@ -119,19 +119,22 @@ def _analysis_matrices(size: int) -> tuple[np.ndarray, np.ndarray]:
     return matrices[0], matrices[1]
 
 
-def _flat_supports(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Where output t of a row's analysis sees one repeated value, and that value.
+def _flat_supports(x: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where output t of a row's analysis with ``dec`` sees one repeated value, and that value.
 
-    Output t reads the extended samples taps - 1 + 2t - (taps - 1) ... i.e. extended indices
-    2t + 1 ... 2t + taps; it is flat when no two neighbours there differ.
+    Output t is ``sum_k dec[k] ext[taps + 2t - k]``; only the non-zero taps count (a sample under
+    a zero tap cannot make two outputs differ: Matlab's product with it is exactly 0). The dmey
+    filters have one zero tap, at opposite ends for the low- and high-pass filter.
     """
-    taps = MATLAB_DMEY_REC_LO.size
+    taps = dec.size
+    nonzero = np.flatnonzero(dec)
     n_out = (x.shape[1] + taps - 1) // 2
     extended = np.pad(x, ((0, 0), (taps - 1, taps - 1)), mode="symmetric")
     changes = np.zeros((x.shape[0], extended.shape[1]), dtype=np.int32)
     np.cumsum(extended[:, 1:] != extended[:, :-1], axis=1, out=changes[:, 1:])
-    first = 2 * np.arange(n_out) + 1
-    flat = changes[:, first + taps - 1] == changes[:, first]
+    first = taps + 2 * np.arange(n_out) - nonzero[-1]  # extended index under the last non-zero tap
+    last = taps + 2 * np.arange(n_out) - nonzero[0]
+    flat = changes[:, last] == changes[:, first]
     return flat, extended[:, first]
 
 
@@ -144,13 +147,13 @@ def _analysis_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     into structure, so outputs over a flat support are set to ``value * sum(filter)``: equal
     wherever the reference's are equal.
     """
-    low_matrix, high_matrix = _analysis_matrices(x.shape[1])
-    low, high = x @ low_matrix, x @ high_matrix
-    flat, value = _flat_supports(x)
-    if flat.any():
-        low[flat] = value[flat] * _FILTER_SUMS[0]
-        high[flat] = value[flat] * _FILTER_SUMS[1]
-    return low, high
+    bands = []
+    for matrix, dec, total in zip(_analysis_matrices(x.shape[1]), _DEC_FILTERS, _FILTER_SUMS):
+        band = x @ matrix
+        flat, value = _flat_supports(x, dec)
+        band[flat] = value[flat] * total
+        bands.append(band)
+    return bands[0], bands[1]
 
 
 def dmey_dwt2(x: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -168,4 +171,5 @@ def dmey_dwt2(x: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, 
     return approx, (horizontal, vertical, diagonal)
 
 
-_FILTER_SUMS = (float(np.sum(MATLAB_DMEY_REC_LO)), float(np.sum(quadrature_mirror(MATLAB_DMEY_REC_LO))))
+_DEC_FILTERS = (MATLAB_DMEY_REC_LO[::-1], quadrature_mirror(MATLAB_DMEY_REC_LO)[::-1])
+_FILTER_SUMS = tuple(float(np.sum(dec)) for dec in _DEC_FILTERS)
