@@ -640,3 +640,17 @@ def test_matlab_edge_equals_the_toolbox_thinning_loop(seed, levels):
     img = rng.integers(0, levels, (23, 31)) / (levels - 1)
     img[5:12, 4:20] = img[5, 4]  # a flat block: zero gradients and ties inside
     np.testing.assert_array_equal(matlab_edge(img), _literal_matlab_edge(np.round(img * 255)))
+
+
+def test_dwt2_flat_support_ignores_the_zero_tap():
+    # Low-pass output t reads extended samples 2t+1 .. 2t+101 through non-zero taps and sample
+    # 2t+102 through its zero tap. Columns 0..150 flat: t = 75 has its zero tap on column 151,
+    # which is not flat, and still equals t = 0..74, as a direct convolution makes it.
+    from fusionbench.metrics._dmey import _analysis_rows
+    x = np.random.default_rng(4).random((3, 300)) * 255
+    x[:, :151] = 51.0
+    low, high = _analysis_rows(x)
+    assert np.unique(low[:, :76]).size == 1
+    # The high-pass filter's zero tap is at the other end: its output 75 reads columns 51..151
+    # through non-zero taps, so it is not flat, while 0..74 are.
+    assert np.unique(high[:, :75]).size == 1 and high[0, 75] != high[0, 0]
