@@ -161,7 +161,9 @@ def _mi_bits(x: np.ndarray, f: np.ndarray, *, merge_top: bool = False) -> float:
     hf = _entropy_bits(np.bincount(f.ravel(), minlength=256))
     if merge_top:
         x, f = np.minimum(x, 254), np.minimum(f, 254)
-    return hx + hf - _entropy_bits(_joint_counts(x, f))
+    # Plug-in MI is a KL divergence, so >= 0; clip the rounding of the entropy sum (about -2e-16
+    # for an independent joint histogram).
+    return max(hx + hf - _entropy_bits(_joint_counts(x, f)), 0.0)
 
 
 def _vifb_levels(x255: np.ndarray) -> np.ndarray:

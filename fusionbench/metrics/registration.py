@@ -154,7 +154,8 @@ def nmi(x, y, *, bins: int = 256, normalization: str = "arithmetic", mask=None) 
                       RuntimeWarning, stacklevel=2)
         return both_constant
     if normalization == "studholme":
-        return (hx + hy) / hxy
+        # In [1, 2] since max(H(X), H(Y)) <= H(X, Y) <= H(X) + H(Y); clip the rounding of the ratio.
+        return float(min(max((hx + hy) / hxy, 1.0), 2.0))
     mutual = max(hx + hy - hxy, 0.0)
     if mutual == 0.0:
         return 0.0
