@@ -39,7 +39,8 @@ from skimage.morphology import convex_hull_image
 from fusionbench.data.io import as_image
 
 __all__ = ["ContourResult", "ContourSegmenter", "body_energy", "estimate_centre", "polar_unwrap",
-           "contour_cost", "optimal_closed_path", "contour_mask", "segment_body"]
+           "contour_cost", "region_cost", "largest_component_centre", "optimal_closed_path", "contour_mask",
+           "segment_body"]
 
 
 @dataclass
@@ -357,30 +358,92 @@ def segment_body(image, *, n_angles: int = 360, max_step: float = 2.0, radial_st
                          radial_step=radial_step, beta=beta, smoothness=smoothness, ramp=ramp)
 
 
+def largest_component_centre(mask: np.ndarray) -> tuple[float, float] | None:
+    """Centroid of the convex hull of the largest 8-connected component of ``mask`` (None if empty).
+
+    For a body probability thresholded at 0.5: dark reconstruction artefacts and stray blobs
+    form separate or smaller components and do not move the polar origin.
+    """
+    if not mask.any():
+        return None
+    labels = label_components(mask, connectivity=2)
+    largest = labels == (np.argmax(np.bincount(labels.ravel())[1:]) + 1)
+    rows, cols = np.nonzero(convex_hull_image(largest))
+    return float(rows.mean()), float(cols.mean())
+
+
+def region_cost(polar_probability, radii, *, clip: float = 1e-4, min_radius: int = 2) -> np.ndarray:
+    """Node cost of the maximum a posteriori star-shaped region under a body probability.
+
+    With independent pixel probabilities ``p``, the log-likelihood of a region R is
+    ``sum_R log p + sum_(not R) log(1 - p)``, i.e. up to a constant the sum of the logits
+    ``log(p / (1 - p))`` over R. For a region bounded by radius index ``j`` on ray θ this is the
+    cumulative logit along the ray weighted by the area element ``r dr dθ``. The cost is its
+    negative (divided by the mean radius, so a unit of cost is a pixel of area per ray at mean
+    radius): a dark hole inside the body cannot pull the contour in when body lies beyond it, and
+    an artefact outside, with low probability, can only push the cost up.
+
+    Parameters
+    ----------
+    polar_probability : (n_angles, n_radii) array in [0, 1]
+    radii : (n_radii,) array, the sample radii in pixels
+    clip : float
+        Probabilities are clipped to [clip, 1 - clip] (logits bounded by about 9.2).
+    min_radius : int
+        Radius indices below this are forbidden: the contour must enclose its centre.
+    """
+    p = np.clip(np.asarray(polar_probability, dtype=np.float64), clip, 1.0 - clip)
+    radii = np.asarray(radii, dtype=np.float64)
+    step = radii[1] - radii[0] if radii.size > 1 else 1.0
+    weight = (radii + 0.5 * step) / max(float(np.mean(radii + 0.5 * step)), 1e-9)
+    cost = -np.cumsum(np.log(p / (1.0 - p)) * weight[None, :], axis=1)
+    cost[:, :min_radius] = np.inf
+    return cost
+
+
 class ContourSegmenter:
     """Body-contour segmenter for one image source: graph search with a hand-made or learned cost.
 
     ``cost="hand"`` uses :func:`segment_body` (no training; :meth:`fit` is a no-op).
-    ``cost="learned"`` trains a small MONAI ``UNet`` (channels 8-16-32, strides 2) to predict the
-    body probability ``p`` on this source's training images (binary ``DiceCELoss``, AdamW, fixed
-    seed); at inference the graph search runs on ``p`` instead of the energy (threshold 0.5, centre
-    from ``p``), so the contour stays closed and smooth (planning notes §2a, last paragraph). One
+    ``cost="learned"`` trains a MONAI ``UNet`` to predict the body probability ``p`` on this
+    source's training images (binary ``DiceCELoss``, AdamW with a one-cycle schedule, fixed seed,
+    :func:`segment.organ_unet.train_unet`), at a working resolution of ``size``² (the body is a
+    large, smooth structure), with flips, similarity transforms and intensity changes
+    (``augment="full"``); the probability is resampled to the image's own size. The graph search
+    then runs on :func:`region_cost`, the maximum a posteriori star-shaped region under ``p``,
+    from the centre of the largest component of ``p > 0.5``: the contour stays closed and smooth,
+    and neither a dark artefact outside the body nor a dark organ inside it can capture it. One
     segmenter is fitted per source, as the paper trains one model per source.
 
     Parameters
     ----------
     cost : {"hand", "learned"}
-    epochs, batch_size, lr, seed : training budget of the learned cost.
+    steps, epochs : int
+        Training budget of the learned cost: at most one (default ``steps=800``).
+    batch_size, lr, seed : training settings of the learned cost.
+    size : int
+        Working resolution of the learned cost (images are area-resampled to ``size`` x ``size``).
+    channels : sequence of int
+        U-Net channels per level (strides 2).
+    augment : bool or "full"
+        Augmentation of :func:`segment.organ_unet.train_unet`.
     **search : keyword arguments of :func:`segment_body` (``max_step``, ``beta``, ...).
     """
 
-    def __init__(self, cost: str = "hand", *, epochs: int = 8, batch_size: int = 8, lr: float = 3e-3,
-                 seed: int = 0, **search: Any) -> None:
+    def __init__(self, cost: str = "hand", *, steps: int | None = None, epochs: int | None = None,
+                 batch_size: int = 16, lr: float = 3e-3, seed: int = 0, size: int = 96,
+                 channels: Sequence[int] = (16, 32, 64, 128), augment: bool | str = "full",
+                 **search: Any) -> None:
         if cost not in ("hand", "learned"):
             raise ValueError(f"cost must be 'hand' or 'learned', got {cost!r}")
+        if steps is not None and epochs is not None:
+            raise ValueError(f"give steps or epochs, not both (got {steps} and {epochs})")
+        if int(size) < 16 or int(size) % 2 ** (len(channels) - 1):
+            raise ValueError(f"size must be >= 16 and a multiple of {2 ** (len(channels) - 1)}, got {size}")
         self.cost = cost
-        self.train_config = {"epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr),
-                             "seed": int(seed)}
+        budget = {"epochs": int(epochs)} if epochs is not None else {"steps": int(steps or 800)}
+        self.train_config = {**budget, "batch_size": int(batch_size), "lr": float(lr), "seed": int(seed),
+                             "size": int(size), "channels": [int(c) for c in channels], "augment": augment}
         self.search = {"n_angles": 360, "max_step": 2.0, "radial_step": 1.0, "beta": 3.0,
                        "smoothness": 0.1, "ramp": 2.0, **search}
         _check_params(self.search["n_angles"], self.search["max_step"], self.search["radial_step"],
@@ -388,7 +451,13 @@ class ContourSegmenter:
         self.model = None
         self.losses: list[float] = []
 
-    def fit(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> "ContourSegmenter":
+    def _resize(self, image: np.ndarray, order: int = 1) -> np.ndarray:
+        from skimage.transform import resize
+
+        size = self.train_config["size"]
+        return resize(image, (size, size), order=order, anti_aliasing=order > 0, preserve_range=True)
+
+    def fit(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray], log=None) -> "ContourSegmenter":
         """Train the learned cost on (image, body mask) pairs; no-op for the hand-made cost."""
         if self.cost == "hand":
             return self
@@ -396,18 +465,27 @@ class ContourSegmenter:
 
         if len(images) != len(masks) or not images:
             raise ValueError(f"fit: need as many masks as images (>= 1), got {len(images)} and {len(masks)}")
-        labels = [np.asarray(m) > 0 for m in masks]
-        self.model, self.losses = train_unet(images, [m.astype(np.int64) for m in labels], n_classes=2,
-                                             channels=(8, 16, 32), **self.train_config)
+        small = [self._resize(as_image(im, "image")).astype(np.float32) for im in images]
+        # Area-average the mask, then threshold: the body at working resolution, no aliasing.
+        labels = [(self._resize((np.asarray(m) > 0).astype(np.float32)) > 0.5).astype(np.int64) for m in masks]
+        config = dict(self.train_config)
+        size = config.pop("size")
+        self.model, self.losses = train_unet(small, labels, n_classes=2, log=log, size=None, patch=None,
+                                             **config)
+        self.model.fb_inference["work_size"] = size
         return self
 
     def probability(self, image) -> np.ndarray:
-        """Body probability map of the learned cost, float32 (H, W)."""
+        """Body probability map of the learned cost, float32 (H, W) at the image's own size."""
         if self.model is None:
             raise RuntimeError("ContourSegmenter(cost='learned') must be fitted before use")
+        from skimage.transform import resize
+
         from .organ_unet import predict_proba
 
-        return predict_proba(self.model, [image])[0][1]
+        image = as_image(image, "image")
+        prob = predict_proba(self.model, [self._resize(image).astype(np.float32)])[0][1]
+        return np.clip(resize(prob, image.shape, order=1, preserve_range=True), 0.0, 1.0).astype(np.float32)
 
     def segment(self, image) -> ContourResult:
         """The contour of one image."""
@@ -415,15 +493,18 @@ class ContourSegmenter:
             return segment_body(image, **self.search)
         image = as_image(image, "image")
         prob = self.probability(image)
-        core = prob > 0.5
-        if core.any():
-            centre = estimate_centre(prob, sigma=1.0, k=0.0)
-        else:
+        centre = largest_component_centre(prob > 0.5)
+        if centre is None:
             centre = ((image.shape[0] - 1) / 2.0, (image.shape[1] - 1) / 2.0)
         s = self.search
-        return _graph_search(ndi.gaussian_filter(prob, 1.0), centre, 0.5, n_angles=s["n_angles"],
-                             max_step=s["max_step"], radial_step=s["radial_step"], beta=s["beta"],
-                             smoothness=s["smoothness"], ramp=s["ramp"])
+        polar, angles, radii = polar_unwrap(prob, centre, n_angles=s["n_angles"], radial_step=s["radial_step"])
+        cost = region_cost(polar, radii)
+        step_index = int(np.floor(s["max_step"] / s["radial_step"] + 1e-9))
+        path = optimal_closed_path(cost, step_index, smoothness=s["smoothness"])
+        r = radii[path] + 0.5 * s["radial_step"]
+        mask = contour_mask(image.shape, centre, angles, r)
+        return ContourResult(mask=mask, centre=(float(centre[0]), float(centre[1])), angles=angles, radii=r,
+                             max_step=step_index * s["radial_step"], meta={"cost": "region"})
 
     def config(self) -> dict[str, Any]:
         return {"cost": self.cost, **({"train": self.train_config} if self.cost == "learned" else {}),
