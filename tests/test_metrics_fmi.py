@@ -436,10 +436,19 @@ def test_feature_shapes(triplet):
     assert wavelet.min() == 0.0 and wavelet.max() == 1.0
 
 
+def test_dct_feature_of_a_constant_image_is_its_dc_term_alone():
+    # In exact arithmetic every AC term is 0; the FFT leaves ~1e-16 of the DC term, which 3 x 3
+    # min-max scaling would turn into arbitrary windows (FMI_dct 1.10 for three constants).
+    for shape, value in (((10, 4), 49), ((300, 300), 77), ((37, 45), 201)):
+        dct = fmi_features(np.full(shape, value, np.uint8), "dct")
+        assert np.count_nonzero(dct) == 1 and dct[0, 0] == pytest.approx(value * np.sqrt(np.prod(shape)))
+
+
 def test_dct_feature_is_orthonormal_dct2(triplet):
     from scipy.fft import dctn
     a = triplet[0]
-    np.testing.assert_allclose(fmi_features(a, "dct"), dctn(np.round(a.astype(float) * 255), norm="ortho"))
+    expected = dctn(np.round(a.astype(float) * 255), norm="ortho")
+    np.testing.assert_allclose(fmi_features(a, "dct"), expected, rtol=1e-7, atol=1e-13 * np.abs(expected).max())
     # Orthonormal: energy is preserved.
     assert np.sum(fmi_features(a, "dct") ** 2) == pytest.approx(np.sum(np.round(a.astype(float) * 255) ** 2))
 

@@ -210,7 +210,7 @@ def test_fusion_metric_is_finite_and_in_documented_range(column, convention, dat
     assert isinstance(value, float)
     assert not math.isnan(value)
     if column in FMI_COLUMNS:
-        # ranges of FMI: test_fmi_in_unit_interval (xfail for some features)
+        # ranges of FMI: test_fmi_in_unit_interval
         assert math.isfinite(value)
         return
     lo, hi = fusion_range(column, convention)
@@ -228,28 +228,21 @@ def test_fusion_metric_is_finite_and_in_documented_range(column, convention, dat
         assert any("PSNR is -inf" in m for m in messages)
 
 
-# FMI leaves [0, 1] by more than rounding on constant and near-constant images (inputs found by
-# fuzzing; feature_mi.py is being rewritten, so these stay xfail, not fixed, here). The DCT of a
-# constant image is a DC coefficient plus ~1e-14 rounding noise, which the per-window min-max
-# scaling turns into arbitrary distributions; the wavelet case is a mean over windows above 1.
+# Inputs found by fuzzing. The DCT of a constant image was its DC term plus ~1e-16 rounding noise,
+# which per-window min-max scaling turned into arbitrary windows (1.1016 and -1.7e-8 before the
+# DCT feature set exact zeros to 0). Nelsen's mixture is no distribution when phi > 1, so
+# near-identical near-constant windows can score a little above 1 (docstring of fmi): 1.0000049
+# here, at most 1.7e-5 above 1 in a longer random search.
 _FMI_DCT_CONSTANT = (np.full((10, 4), 49, np.uint8), np.full((10, 4), 49, np.uint8),
-                     np.full((10, 4), 130, np.uint8))  # FMI_dct = 1.1016
+                     np.full((10, 4), 130, np.uint8))
 _FMI_DCT_NEGATIVE = (np.array([[162, 69, 10, 4], [207, 233, 155, 186], [139, 238, 208, 1], [219, 9, 186, 45],
                                 [220, 138, 76, 108], [7, 32, 171, 165], [157, 98, 254, 250]], np.uint8),) * 2 + (
-    np.ones((7, 4), bool),)  # FMI_dct = -1.7e-8
+    np.ones((7, 4), bool),)
 _FMI_W_NEAR_CONSTANT = (np.array([[4, 4, 5], [4, 4, 4], [4, 4, 4]], np.uint8),
                         np.array([[27, 27, 28], [27, 27, 27], [27, 27, 27]], np.uint8),
-                        np.array([[4, 4, 5], [4, 4, 4], [4, 4, 4]], np.uint8))  # FMI_w = 1.0000049
-_FMI_XFAIL = {
-    "FMI_dct": "fmi(feature='dct') leaves [0, 1]: a = b = 49, f = 130 (constant 10 x 4, uint8) gives "
-               "1.1016 (DCT rounding noise of a constant image); a = b = _FMI_DCT_NEGATIVE[0] (7 x 4), f = 1 "
-               "gives -1.7e-8",
-    "FMI_w": "fmi(feature='wavelet') leaves [0, 1]: a = f = 4 with one pixel 5, b = 27 with one pixel 28 "
-             "(3 x 3, uint8) gives 1.0000049",
-}
-FMI_CASES = [pytest.param(c, conv, id=f"{c}-{conv}",
-                          marks=[pytest.mark.xfail(strict=False, reason=_FMI_XFAIL[c])] if c in _FMI_XFAIL else [])
-             for c, conv in DEFINED if c in FMI_COLUMNS]
+                        np.array([[4, 4, 5], [4, 4, 4], [4, 4, 4]], np.uint8))
+FMI_ABOVE_ONE = 1e-4  # the documented slack above 1
+FMI_CASES = [pytest.param(c, conv, id=f"{c}-{conv}") for c, conv in DEFINED if c in FMI_COLUMNS]
 
 
 @pytest.mark.parametrize(("column", "convention"), FMI_CASES)
@@ -260,7 +253,7 @@ FMI_CASES = [pytest.param(c, conv, id=f"{c}-{conv}",
 @given(abf=triples(3, 10))
 def test_fmi_in_unit_interval(column, convention, abf):
     value, _ = fusion_call(column, convention, *abf)
-    assert -FMI_TOL <= value <= 1.0 + FMI_TOL, f"{column}[{convention}] = {value!r} outside [0, 1]"
+    assert -FMI_TOL <= value <= 1.0 + FMI_ABOVE_ONE, f"{column}[{convention}] = {value!r} outside [0, 1]"
 
 
 @pytest.mark.parametrize(("column", "convention"), UNDEFINED, ids=_ids(UNDEFINED))
