@@ -72,7 +72,9 @@ class _RichProgress:
 @app.command("run")
 def run_cmd(
     methods: str = typer.Option("all", "--methods", "-m",
-                                help="all | classic | deep | a kind | NAME,... | shell pattern"),
+                                help="all | classic | deep | a kind | NAME,... | shell pattern | none "
+                                     "(no registration or fusion: only the --tasks evaluations of the PAT "
+                                     "and MRI images; the only choice on a PAT-only dataset)"),
     dataset: str = typer.Option("phantom", "--dataset", "-d", help="phantom[:n=..,size=..] | folder:PATH"),
     out: Path = typer.Option(..., "--out", "-o", help="run folder"),
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="local worker processes (default: cores)"),
@@ -103,6 +105,9 @@ def run_cmd(
     Trainable methods use weights made on the dataset (shipped or cached), else with --fit they
     are trained on its train split, else they run with their shipped weights and every table says
     on what data those were trained. Methods without any weights are listed as untrained.
+
+    A PAT-only dataset (e.g. from `fusionbench data import coco`) has no MRI to register to or
+    fuse with: evaluate its PAT images with `--methods none --tasks contour,organs`.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -113,6 +118,8 @@ def run_cmd(
         names = resolve_methods(methods)
     except KeyError as exc:
         _fail(str(exc.args[0]))
+    if not names and methods.strip().lower() != "none":
+        _fail(f"--methods {methods!r} selects no method (write --methods none for a run of the --tasks only)")
     config = RunConfig(methods=names, out=out, dataset=dataset, registration=registration, jobs=jobs,
                        scheduler=scheduler, resume=resume, limit=limit, device=device, fit=fit,
                        external=list(external or []),
@@ -138,7 +145,8 @@ def run_cmd(
         per_case = f"{st.seconds / st.ok:.3f}" if st.ok else "–"
         table.add_row(st.name, st.role, f"[{colour}]{st.state}[/]", str(st.ok), str(st.failed),
                       str(st.skipped), per_case, st.weights)
-    console.print(table)
+    if summary.methods:
+        console.print(table)
     for st in summary.methods.values():
         if st.untrained:
             console.print(f"[dim]{st.name}[/]: {st.untrained}", highlight=False, soft_wrap=True)
@@ -147,6 +155,9 @@ def run_cmd(
     if any(st.errors for st in summary.methods.values()):
         console.print(f"details: {summary.out / 'failures.csv'} and the case files under "
                       f"{summary.out / 'cases'}", highlight=False, soft_wrap=True)
+    if not names and not tasks:
+        console.print(f"no methods: {summary.out} holds the run record and source images; evaluate them with "
+                      f"`fusionbench segment {summary.out}`", highlight=False, soft_wrap=True)
     if tasks:
         _run_task_evaluations(summary.out, tasks, preset=preset, jobs=jobs, scheduler=scheduler)
     if report:  # after the tasks, so the page holds their tables too
@@ -181,15 +192,19 @@ def _run_task_evaluations(run_dir: Path, names: str, *, preset: str, jobs, sched
     by_module: dict[str, list[str]] = {}
     for n in wanted:
         by_module.setdefault(type(available[n]).__module__.split(".")[0], []).append(n)
-    for package, group in by_module.items():
-        run_many = getattr(sys.modules[package], "run_tasks", None)
-        if run_many is not None:
-            run_many(run_dir, tasks=group, preset=preset, jobs=jobs, scheduler=scheduler, log=console.print,
-                     **({"methods": methods} if methods else {}))
-        else:
-            for n in group:
-                available[n].run(run_dir, preset=preset, jobs=jobs, scheduler=scheduler, log=console.print,
-                                 **({"methods": methods} if methods else {}))
+    selection = {"methods": methods} if methods is not None else {}
+    try:
+        for package, group in by_module.items():
+            run_many = getattr(sys.modules[package], "run_tasks", None)
+            if run_many is not None:
+                run_many(run_dir, tasks=group, preset=preset, jobs=jobs, scheduler=scheduler, log=console.print,
+                         **selection)
+            else:
+                for n in group:
+                    available[n].run(run_dir, preset=preset, jobs=jobs, scheduler=scheduler, log=console.print,
+                                     **selection)
+    except (ValueError, FileNotFoundError) as exc:  # a run or dataset the tasks cannot use (no labels, ...)
+        _fail(f"tasks {', '.join(wanted)}: {exc}")
     console.print(f"tasks {', '.join(wanted)}: tables in {run_dir / 'segment'}", highlight=False)
 
 
@@ -200,7 +215,8 @@ def segment_cmd(run_dir: Path = typer.Argument(..., help="a run folder of `fusio
                 jobs: Optional[int] = typer.Option(None, "--jobs", "-j"),
                 scheduler: Optional[str] = typer.Option(None, "--scheduler"),
                 methods: Optional[str] = typer.Option(None, "--methods", "-m",
-                                                      help="only these of the run's methods (PAT and MRI always)")
+                                                      help="only these of the run's methods (PAT and MRI always; "
+                                                           "none: only them)")
                 ) -> None:
     """Task-driven evaluation of a run's fused images (body contour, organs: paper Tables 3-4)."""
     if not (run_dir / "run.json").exists():
@@ -289,6 +305,8 @@ def fit_cmd(method: str = typer.Argument(...), dataset: str = typer.Option("phan
         if preset is not None:
             options["preset"] = preset
         cases = load_dataset(dataset, split="train")
+        if not all(c.has_mri for c in cases):
+            _fail(f"dataset {dataset!r} is PAT-only (no MRI images); {info.name} trains on PAT/MRI pairs")
         fitted, state = fit_method(info.name, dataset, cache_dir=cache_dir, device=dev, settings=options,
                                    train_cases=cases, allow_fit=True, log=console.print)
         console.print(f"{info.name}: {state} weights, {fitted.weights_note()}", highlight=False)
@@ -408,7 +426,8 @@ def import_coco_cmd(
 
     Writes OUT/pat/NAME.png, OUT/labels_pat/NAME.png (uint8 organ ids of fusionbench.data.ORGANS:
     body first, later annotations win) and OUT/manifest.csv (id,pat,labels_pat). SFE-GCN's PAT data
-    (lzc-smu/SFEGCN data/space/train) import with the defaults.
+    (lzc-smu/SFEGCN data/space/train) import with the defaults. OUT is a PAT-only dataset: evaluate
+    it with `fusionbench run --dataset folder:OUT,split=auto --methods none --tasks contour,organs`.
     """
     from .data.importers import import_coco, parse_map
     from .data.io import ImageError

@@ -31,6 +31,8 @@ __all__ = [
 ENTRY_POINT_GROUP = "fusionbench.methods"
 #: The registration every run can fall back to: no registration at all.
 IDENTITY = "identity"
+#: The selection that names no method (``--methods none``).
+NO_METHODS = "none"
 #: Fusion kinds (DESIGN §5) plus the role "registration" for registration-only methods.
 KINDS = ("reference", "traditional", "cnn", "gan", "transformer", "registration")
 #: Selection aliases resolved by the registry (``--methods classic``).
@@ -269,9 +271,15 @@ def resolve_methods(selection: str | Iterable[str]) -> list[str]:
     """Resolve ``"all"``, ``"classic"``, ``"deep"``, kinds, names and shell patterns to names.
 
     Order follows the selection; duplicates are dropped. Unknown names raise ``KeyError``.
+    ``"none"`` alone selects no method (an empty list: a run of the task evaluations only).
     """
     load_plugins()
     items = [s.strip().lower() for s in (selection.split(",") if isinstance(selection, str) else selection)]
+    if NO_METHODS in items:
+        if [i for i in items if i] != [NO_METHODS]:
+            raise KeyError(f"{NO_METHODS!r} selects no method and cannot be combined with others: "
+                           f"{', '.join(i for i in items if i)}")
+        return []
     out: list[str] = []
     for item in filter(None, items):
         if item in ALIASES:

@@ -23,6 +23,12 @@ and fuse themselves. The registration metrics are computed for the identity (the
 input, Table 1's first row), the chosen registration, and every joint method. Trainable methods
 get their weights through :mod:`fusionbench.weights`: shipped, cached, or fitted in this process
 when allowed.
+
+No methods (``methods=[]``, the CLI's ``--methods none``) runs no registration and no fusion: the
+run writes ``run.json`` and ``sources/`` only, the ground for the task evaluations
+(``fusionbench segment``) of the PAT (and MRI) images. It is the only choice on a PAT-only dataset
+(cases with ``mri=None``, e.g. a ``fusionbench data import coco`` folder): every registration and
+fusion method needs the MRI, so naming one there is a :class:`RunError` before any work.
 """
 from __future__ import annotations
 
@@ -60,7 +66,7 @@ class RunError(RuntimeError):
 class RunConfig:
     """Options of ``fusionbench run``; see the CLI for their meaning."""
 
-    methods: Sequence[str]
+    methods: Sequence[str]  # empty: no registration or fusion (``--methods none``)
     out: Path
     dataset: str = "phantom"
     registration: str | None = None
@@ -107,7 +113,7 @@ class MethodStatus:
 @dataclass
 class RunSummary:
     out: Path
-    registration: str
+    registration: str | None  # None when the run registers nothing (no methods)
     methods: dict[str, MethodStatus]
     executor: str
     seconds: float
@@ -350,7 +356,7 @@ class _Plan:
     """A validated run: what :func:`run` does, decided before any work."""
 
     out: Path
-    registration: str
+    registration: str | None  # None: nothing to register (no methods, no external fusions)
     reg_methods: list[str]  # scored as registration rows: identity, the shared one, those named
     fusion_names: list[str]
     cases: list
@@ -376,21 +382,23 @@ def _validate(config: RunConfig) -> _Plan:
 
     load_plugins()
     names = list(config.methods)
-    if not names:
-        raise RunError("no method selected")
     infos = {}
     for n in names:
         try:
             infos[n] = get_method_info(n)
         except KeyError as exc:
             raise RunError(str(exc.args[0])) from None
-    try:
-        registration = (config.registration or default_registration()).lower()
-        reg_info = get_method_info(registration)
-    except (KeyError, ValueError) as exc:
-        raise RunError(f"--registration: {exc.args[0]}") from None
-    if reg_info.role not in ("registration", "joint"):
-        raise RunError(f"--registration {registration!r} is a {reg_info.role} method, not a registration")
+    # External fusions are scored on the registered PAT, so they need the registration too.
+    registers = bool(names or config.external)
+    registration, reg_info = None, None
+    if registers:
+        try:
+            registration = (config.registration or default_registration()).lower()
+            reg_info = get_method_info(registration)
+        except (KeyError, ValueError) as exc:
+            raise RunError(f"--registration: {exc.args[0]}") from None
+        if reg_info.role not in ("registration", "joint"):
+            raise RunError(f"--registration {registration!r} is a {reg_info.role} method, not a registration")
     metrics = None
     if config.metrics:
         try:
@@ -405,6 +413,12 @@ def _validate(config: RunConfig) -> _Plan:
     cases = load_dataset(config.dataset, split="test")[: config.limit]
     if not cases:
         raise RunError(f"dataset {config.dataset!r} has no test cases")
+    if registers and not all(c.has_mri for c in cases):
+        asked = [*names, *(f"--external {t.partition('=')[0]}" for t in config.external)]
+        asked = ", ".join(asked[:4]) + (f", ... {len(asked)} in all" if len(asked) > 4 else "")
+        raise RunError(f"dataset {config.dataset!r} is PAT-only (no MRI images), but registration and fusion "
+                       f"methods need PAT/MRI pairs ({asked}); run it with --methods none --tasks contour,organs "
+                       "to evaluate the PAT images")
     external = {}
     for text in config.external:
         try:
@@ -415,9 +429,9 @@ def _validate(config: RunConfig) -> _Plan:
         except ExternalError as exc:
             raise RunError(str(exc)) from None
         external[ext.name] = ext
-    any_device = any(_accepts_device(i.factory) for i in [*infos.values(), reg_info])
+    any_device = any(_accepts_device(i.factory) for i in [*infos.values(), *([reg_info] if reg_info else [])])
     reg_methods = list(dict.fromkeys([IDENTITY, registration]
-                                     + [n for n in names if infos[n].role == "registration"]))
+                                     + [n for n in names if infos[n].role == "registration"])) if registers else []
     return _Plan(out=Path(config.out), registration=registration, reg_methods=reg_methods,
                  fusion_names=[n for n in names if n not in reg_methods] + list(external), cases=cases,
                  fingerprint=dataset_fingerprint(config.dataset),
@@ -555,13 +569,15 @@ def _write_sources(out: Path, cases) -> None:
     for c in cases:
         for role, img in (("pat", c.pat), ("mri", c.mri)):
             path = out / "sources" / c.id / f"{role}.png"
-            if not path.exists():
+            if img is not None and not path.exists():  # a PAT-only case has no MRI to show
                 write_image(path, img)
 
 
 def _registered_inputs(plan: _Plan, fingerprints: dict[str, str]) -> dict[str, np.ndarray]:
     """The shared registration's output per case, read back from the run folder."""
     registered = {}
+    if plan.registration is None:
+        return registered
     for c in plan.cases:
         path = plan.out / "registered" / plan.registration / f"{c.id}.npy"
         if _case_done(plan.out, plan.registration, c.id, fingerprints.get(plan.registration)) and path.exists():

@@ -6,8 +6,13 @@ fused test images) and evaluates every *image source*:
 
 * ``PAT``: the raw PAT image, scored in its own frame against ``labels_pat`` (PAT alone is what a
   PAT-only study would segment; warping it would mix registration error into the PAT row);
-* ``MRI``: the MRI image against ``labels_mri``;
+* ``MRI``: the MRI image against ``labels_mri``, when the dataset has MRI images;
 * each fusion method: its fused image, which lives in MRI space, against ``labels_mri``.
+
+On a PAT-only dataset (cases with ``mri=None``, e.g. a ``fusionbench data import coco`` folder run
+with ``fusionbench run --methods none``) the only source is ``PAT``, and only ``labels_pat`` is
+needed. Train cases without the label maps their sources need are left out of training (said in
+the log); a test case without them is an error naming it.
 
 Training data per source (the paper trains one model per source, §4.3): the dataset's **train
 split**, rendered the way the test images were, i.e. for a method the train pairs are registered
@@ -121,6 +126,11 @@ def source_images(run_dir: Path, record: dict, split_cases, split: str, sources:
     return data
 
 
+def _needed_labels(sources: Sequence[str]) -> list[str]:
+    """The label maps the sources are scored against: PAT in its own frame, the others in MRI space."""
+    return ["labels_pat"] + (["labels_mri"] if any(s != "PAT" for s in sources) else [])
+
+
 def _spacing(cases) -> tuple[float, str]:
     px = {c.meta.get("px_mm") for c in cases}
     if len(px) == 1 and None not in px:
@@ -206,9 +216,16 @@ def run_tasks(run_dir, tasks: Sequence[str] = TASKS, preset: str = "quick", jobs
     test_cases = [c for c in test_cases if all((run_dir / "fused" / m / f"{c.id}.png").exists() for m in run_methods)]
     if not test_cases:
         raise ValueError(f"{run_dir}: no test case has fused images for every method")
-    if any(c.labels_mri is None or c.labels_pat is None for c in test_cases):
-        raise ValueError("the segmentation tasks need label maps (labels_mri and labels_pat) on the test cases")
-    sources = ["PAT", "MRI", *run_methods]
+    has_mri = all(c.has_mri for c in test_cases)
+    if run_methods and not has_mri:
+        raise ValueError(f"{run_dir}: the run has fused images ({', '.join(run_methods)}) but its dataset "
+                         f"{record['dataset']} has no MRI images")
+    sources = ["PAT", *(["MRI"] if has_mri else []), *run_methods]
+    needed = _needed_labels(sources)
+    unlabelled = [c.id for c in test_cases if any(getattr(c, k) is None for k in needed)]
+    if unlabelled:
+        raise ValueError(f"the segmentation tasks need label maps ({' and '.join(needed)}) on every test case; "
+                         f"{len(unlabelled)} of {len(test_cases)} lack them, e.g. {unlabelled[0]!r}")
     out_dir = run_dir / "segment"
     out_dir.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
@@ -218,6 +235,14 @@ def run_tasks(run_dir, tasks: Sequence[str] = TASKS, preset: str = "quick", jobs
     if needs_train:
         t0 = perf_counter()
         train_cases = load_dataset(record["dataset"], split="train")
+        labelled = [c for c in train_cases if all(getattr(c, k) is not None for k in needed)]
+        if not labelled:
+            raise ValueError(f"dataset {record['dataset']}: no train case has the label maps "
+                             f"({' and '.join(needed)}) the trained tasks learn from")
+        if len(labelled) < len(train_cases) and log:
+            log(f"left out of training: {len(train_cases) - len(labelled)} of {len(train_cases)} train cases "
+                f"without {' or '.join(needed)}")
+        train_cases = labelled
         train = source_images(run_dir, record, train_cases, "train", sources, log)
         seconds["train_images"] = perf_counter() - t0
     paths, result = [], {"sources": sources, "contour": None, "organs": None}

@@ -317,11 +317,14 @@ def test_empty_and_unrecognised_folders(tmp_path):
         load_folder(tmp_path / "missing")
     with pytest.raises(ImageError, match=r"no pat/ and mri/ folders, no manifest\.csv"):
         load_folder(tmp_path)
-    (tmp_path / "pat").mkdir()
-    with pytest.raises(ImageError, match=r"has a pat/ folder but no mri/ folder"):
-        load_folder(tmp_path)
     (tmp_path / "mri").mkdir()
+    with pytest.raises(ImageError, match=r"has an mri/ folder but no pat/ folder"):
+        load_folder(tmp_path)
+    (tmp_path / "pat").mkdir()
     (tmp_path / "pat" / "notes.txt").write_text("x")
+    with pytest.raises(ImageError, match=r"pat: no image files"):
+        load_folder(tmp_path)
+    (tmp_path / "mri").rmdir()  # pat/ alone is a PAT-only dataset, still without images
     with pytest.raises(ImageError, match=r"pat: no image files"):
         load_folder(tmp_path)
 
@@ -375,7 +378,7 @@ def test_volume_against_image_and_slice_count_mismatch(tmp_path):
 
 
 @pytest.mark.parametrize("header,rows,message", [
-    (["id", "pat"], [["a", "pat/a.png"]], r"manifest\.csv: missing column 'mri'"),
+    (["id", "mri"], [["a", "mri/a.png"]], r"manifest\.csv: missing column 'pat'"),
     (["id", "pat", "mri", "lables_mri"], [["a", "pat/a.png", "mri/a.png", ""]],
      r"unknown column 'lables_mri' \(did you mean 'labels_mri'\?\)"),
     (["id", "pat", "mri", "split"], [["a", "pat/a.png", "mri/a.png", "training"]],

@@ -285,6 +285,24 @@ def test_unknown_options_raise_before_any_work(tmp_path):
     assert not (tmp_path / "a").exists() and not (tmp_path / "c" / "cases").exists()
 
 
+def test_no_methods_writes_the_run_record_and_sources_only(tmp_path):
+    from fusionbench.methods import resolve_methods
+
+    assert resolve_methods("none") == [] and resolve_methods(" None ") == []
+    with pytest.raises(KeyError, match="cannot be combined"):
+        resolve_methods("none,average")
+    summary = run(_config(tmp_path / "r", methods=[], registration=None))
+    assert summary.methods == {} and summary.registration is None and not summary.all_failed
+    record = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert record["methods"] == record["registration_methods"] == [] and record["registration"] is None
+    cases = load_dataset(SPEC, "test")
+    assert record["cases"] == [c.id for c in cases]
+    for c in cases:  # a pair dataset: both sources, for the task evaluations' PAT and MRI rows
+        np.testing.assert_allclose(read_image(tmp_path / "r" / "sources" / c.id / "mri.png"), c.mri, atol=0.5 / 255)
+    assert not (tmp_path / "r" / "cases").exists() and load_results(tmp_path / "r").empty
+    build_report(tmp_path / "r")  # nothing to tabulate, nothing breaks
+
+
 @pytest.mark.slow
 def test_process_pool_and_dask_give_identical_results(reference_run, tmp_path):
     ref, _ = reference_run

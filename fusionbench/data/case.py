@@ -1,4 +1,4 @@
-"""The Case record (one PAT/MRI pair with optional ground truth) and the organ label ids."""
+"""The Case record (one PAT/MRI pair, or a PAT image alone, with optional ground truth) and the organ label ids."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -31,7 +31,7 @@ ORGAN_IDS: dict[str, int] = {v: k for k, v in ORGANS.items()}
 
 @dataclass
 class Case:
-    """One PAT/MRI pair with optional ground truth.
+    """One PAT/MRI pair, or one PAT image (``mri`` None), with optional ground truth.
 
     ``pat`` (moving) and ``mri`` (fixed) are float32 (H, W) images in [0, 1]. ``labels_mri`` is an
     int label map in MRI space (ids of :data:`ORGANS`), ``labels_pat`` the same anatomy in PAT
@@ -39,11 +39,15 @@ class Case:
     ``warp(pat, flow_true)`` aligned to ``mri``. ``roi`` is a boolean mask of where
     ``flow_true`` is meaningful when there are no label maps (e.g. the body of a real pair moved
     by ``misalign=``): endpoint errors are measured inside it.
+
+    A PAT-only case (``mri=None``, e.g. an annotated PAT image of ``fusionbench data import coco``)
+    has no MRI space, so ``labels_mri`` and ``flow_true`` must be None; its ``shape`` is the PAT's.
+    Such cases serve the task evaluations of the PAT images; registration and fusion need pairs.
     """
 
     id: str
     pat: np.ndarray
-    mri: np.ndarray
+    mri: np.ndarray | None = None
     labels_mri: np.ndarray | None = None
     labels_pat: np.ndarray | None = None
     flow_true: np.ndarray | None = None
@@ -52,9 +56,15 @@ class Case:
 
     def __post_init__(self) -> None:
         self.pat = as_image(self.pat, name=f"{self.id}/pat")
-        self.mri = as_image(self.mri, name=f"{self.id}/mri")
-        check_same_shape(pat=self.pat, mri=self.mri)
-        shape = self.mri.shape
+        if self.mri is None:
+            for key in ("labels_mri", "flow_true"):
+                if getattr(self, key) is not None:
+                    raise ImageError(f"{self.id}/{key}: given for a PAT-only case (mri is None); "
+                                     f"{key} lives in MRI space and needs the MRI image")
+        else:
+            self.mri = as_image(self.mri, name=f"{self.id}/mri")
+            check_same_shape(pat=self.pat, mri=self.mri)
+        shape = self.shape
         for key in ("labels_mri", "labels_pat"):
             lab = getattr(self, key)
             if lab is not None:
@@ -74,5 +84,10 @@ class Case:
             self.roi = roi.astype(bool)
 
     @property
+    def has_mri(self) -> bool:
+        """False for a PAT-only case."""
+        return self.mri is not None
+
+    @property
     def shape(self) -> tuple[int, int]:
-        return self.mri.shape
+        return self.pat.shape if self.mri is None else self.mri.shape

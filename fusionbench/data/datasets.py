@@ -5,10 +5,11 @@ A spec is ``KIND`` or ``KIND:PARAMS``:
 - ``phantom`` -- the built-in synthetic set with default parameters;
 - ``phantom:n=200,size=300,misalign=severe`` -- comma-separated ``key=value`` parameters of
   :meth:`fusionbench.data.phantom.PhantomConfig.from_params` (``n`` = number of test pairs);
-- ``folder:PATH`` -- the user's pairs (:func:`fusionbench.data.folder.load_folder`); loader
-  options may follow the path as ``folder:PATH,resize=256x256,intensity=minmax,to_gray=true,
-  slice_axis=0``. Only these option names are split off, so a path may contain commas. Two more
-  options derive data from the files:
+- ``folder:PATH`` -- the user's pairs, or PAT-only images
+  (:func:`fusionbench.data.folder.load_folder`); loader options may follow the path as
+  ``folder:PATH,resize=256x256,intensity=minmax,to_gray=true,slice_axis=0``. Only these
+  option names are split off, so a path may contain commas. Two more options derive data from
+  the files:
 
   - ``split=auto`` (or ``split=auto:0.7/0.1/0.2``) -- a deterministic train/val/test split for a
     folder that has none, by a hash of each pair's file stem (70/10/20 % by default;

@@ -1,4 +1,4 @@
-"""Users' own PAT/MRI pairs from a folder (dataset spec ``folder:PATH``).
+"""Users' own PAT/MRI pairs, or PAT images alone, from a folder (dataset spec ``folder:PATH``).
 
 Layouts
 -------
@@ -20,6 +20,16 @@ Layouts
     subfolders.
 
 Optional files may be missing for some cases (partial annotation); their fields are then None.
+
+PAT-only datasets (e.g. the output of ``fusionbench data import coco``): a ``pat/`` folder
+without ``mri/`` (optional ``labels_pat/``), or a manifest without an ``mri`` column or with that
+column empty on every row (``id,pat[,labels_pat,split]``). Their cases have ``mri=None``
+(:class:`fusionbench.data.Case`); they serve the task evaluations of the PAT images (``fusionbench
+run --methods none --tasks contour,organs``), not registration or fusion. ``labels_mri/``,
+``flow/`` (or those manifest columns) need the MRI and are an error without it, and so is
+``misalign=``. A dataset is either all pairs or all PAT-only: a manifest with the ``mri`` path
+filled on some rows and empty on others, or split folders of which some have ``mri/`` and some
+not, is an error naming the manifest or folders.
 
 Formats: PNG, TIFF, JPEG, BMP, .npy, NIfTI (.nii, .nii.gz) and DICOM (.dcm file, or a
 subfolder holding one series, named like a file stem: ``pat/NAME/``). A 3-D file is a volume
@@ -81,6 +91,8 @@ SPLITS = ("train", "val", "test")
 MANIFEST_NAME = "manifest.csv"
 IMAGE_ROLES = ("pat", "mri")
 OPTIONAL_ROLES = ("labels_mri", "labels_pat", "flow")
+#: Roles on the MRI's grid: a PAT-only case has none of them.
+MRI_ROLES = ("mri", "labels_mri", "flow")
 ROLES = IMAGE_ROLES + OPTIONAL_ROLES
 MANIFEST_COLUMNS = ("id",) + ROLES + ("split",)
 _PARTNER = {"pat": "MRI", "mri": "PAT"}
@@ -96,7 +108,8 @@ class SplitError(ValueError):
 
 @dataclass(frozen=True)
 class PairEntry:
-    """One PAT/MRI pair found in a folder, before any pixel is read.
+    """One PAT/MRI pair (or one PAT image of a PAT-only dataset) found in a folder, before any
+    pixel is read.
 
     ``files`` maps role (``pat``, ``mri``, ``labels_mri``, ``labels_pat``, ``flow``) to a path;
     ``split`` is None when the dataset defines no split; ``meta`` holds extra manifest columns.
@@ -106,6 +119,10 @@ class PairEntry:
     files: dict[str, Path]
     split: str | None = None
     meta: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def has_mri(self) -> bool:
+        return "mri" in self.files
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,12 +202,18 @@ def _list_role(folder: Path) -> dict[str, Path]:
 
 def _pair_subfolders(root: Path, split: str | None) -> list[PairEntry]:
     dirs = _subdirs_by_name(root)
+    paired = "mri" in dirs
+    if not paired:
+        for role in MRI_ROLES[1:]:
+            if role in dirs:
+                raise ImageError(f"{dirs[role]}: {dirs[role].name}/ without an mri/ folder ({role} lives on the "
+                                 "MRI's grid); add the MRI images in mri/, or remove it for a PAT-only dataset")
     listed = {role: _list_role(dirs[role]) for role in ROLES if role in dirs}
-    for role in IMAGE_ROLES:
+    for role in IMAGE_ROLES if paired else ("pat",):
         if not listed[role]:
             raise ImageError(f"{dirs[role]}: no image files (readable: {', '.join(READABLE_SUFFIXES)}, "
                              "or DICOM series folders)")
-    for role, other in (("pat", "mri"), ("mri", "pat")):
+    for role, other in (("pat", "mri"), ("mri", "pat")) if paired else ():
         unmatched = sorted(set(listed[role]) - set(listed[other]))
         if unmatched:
             first = listed[role][unmatched[0]]
@@ -201,7 +224,8 @@ def _pair_subfolders(root: Path, split: str | None) -> list[PairEntry]:
     for role in OPTIONAL_ROLES:
         for stem, p in listed.get(role, {}).items():
             if stem not in listed["pat"]:
-                raise ImageError(f"{p}: {dirs[role].name}/{p.name} has no PAT/MRI pair named {stem!r}")
+                what = "PAT/MRI pair" if paired else "PAT image"
+                raise ImageError(f"{p}: {dirs[role].name}/{p.name} has no {what} named {stem!r}")
             if role == "flow" and file_suffix(p) != ".npy":
                 raise ImageError(f"{p}: flows must be .npy arrays of shape (2, H, W)")
     return [PairEntry(stem, {role: listed[role][stem] for role in listed if stem in listed[role]}, split)
@@ -219,10 +243,11 @@ def _read_manifest(csv_path: Path) -> list[PairEntry]:
     if not rows:
         raise ImageError(f"{csv_path}: empty manifest (expected a header id,pat,mri[,...] and one row per pair)")
     header = [h.strip().lower() for h in rows[0]]
-    for col in ("id", "pat", "mri"):
+    for col in ("id", "pat"):
         if col not in header:
             raise ImageError(f"{csv_path}: missing column {col!r} (header: {','.join(header)}; "
-                             f"required id,pat,mri; optional {','.join(OPTIONAL_ROLES)},split)")
+                             f"required id,pat and, for PAT/MRI pairs, mri; optional "
+                             f"{','.join(OPTIONAL_ROLES)},split)")
     for col in header:
         if not col:
             raise ImageError(f"{csv_path}: empty column name in the header")
@@ -248,8 +273,8 @@ def _read_manifest(csv_path: Path) -> list[PairEntry]:
         for role in ROLES:
             value = rec.get(role, "")
             if not value:
-                if role in IMAGE_ROLES:
-                    raise ImageError(f"{where} (id {case_id}): empty {role} path")
+                if role == "pat":
+                    raise ImageError(f"{where} (id {case_id}): empty pat path")
                 continue
             p = Path(value) if Path(value).is_absolute() else base / value
             if not p.exists():
@@ -257,6 +282,11 @@ def _read_manifest(csv_path: Path) -> list[PairEntry]:
             if role == "flow" and file_suffix(p) != ".npy":
                 raise ImageError(f"{p}: flows must be .npy arrays of shape (2, H, W)")
             files[role] = p
+        if "mri" not in files:
+            for role in MRI_ROLES[1:]:
+                if role in files:
+                    raise ImageError(f"{where} (id {case_id}): {role} given without an mri file ({role} lives "
+                                     "on the MRI's grid; PAT-space labels go in labels_pat)")
         split = None
         if "split" in rec:
             split = rec["split"].lower()
@@ -267,6 +297,13 @@ def _read_manifest(csv_path: Path) -> list[PairEntry]:
         entries.append(PairEntry(case_id, files, split, meta))
     if not entries:
         raise ImageError(f"{csv_path}: manifest has a header but no rows")
+    if len({e.has_mri for e in entries}) > 1:
+        lines = {e.id: n for n, e in enumerate(entries, start=2)}
+        pair = next(e for e in entries if e.has_mri)
+        alone = next(e for e in entries if not e.has_mri)
+        raise ImageError(f"{csv_path}: mixes PAT/MRI pairs and PAT-only rows (line {lines[pair.id]}, id "
+                         f"{pair.id}, has an mri file; line {lines[alone.id]}, id {alone.id}, has none); a "
+                         "dataset is all pairs (mri on every row) or all PAT-only (no mri column)")
     return entries
 
 
@@ -290,9 +327,8 @@ def discover_pairs(path: str | os.PathLike) -> list[PairEntry]:
         return _read_manifest(root / MANIFEST_NAME)
     dirs = _subdirs_by_name(root)
     if "pat" in dirs or "mri" in dirs:
-        for role in IMAGE_ROLES:
-            if role not in dirs:
-                raise ImageError(f"{root}: has a {_PARTNER[role].lower()}/ folder but no {role}/ folder")
+        if "pat" not in dirs:  # a pat/ folder alone is a PAT-only dataset; an mri/ alone is a mistake
+            raise ImageError(f"{root}: has an mri/ folder but no pat/ folder")
         return _pair_subfolders(root, None)
     split_dirs = [s for s in SPLITS if s in dirs]
     if split_dirs:
@@ -302,6 +338,12 @@ def discover_pairs(path: str | os.PathLike) -> list[PairEntry]:
             if e.id in seen:
                 raise ImageError(f"{e.files['pat']}: case {e.id!r} is in both {seen[e.id]}/ and {e.split}/")
             seen[e.id] = e.split
+        with_mri = sorted({e.split for e in entries if e.has_mri})
+        without = sorted({e.split for e in entries if not e.has_mri})
+        if with_mri and without:
+            raise ImageError(f"{root}: split folders {', '.join(s + '/' for s in with_mri)} have an mri/ folder "
+                             f"but {', '.join(s + '/' for s in without)} not; a dataset is all PAT/MRI pairs "
+                             "or all PAT-only")
         return entries
     raise ImageError(f"{root}: no pat/ and mri/ folders, no {MANIFEST_NAME} and no train/val/test folders "
                      "(see fusionbench.data.folder for the layouts)")
@@ -309,9 +351,8 @@ def discover_pairs(path: str | os.PathLike) -> list[PairEntry]:
 
 def _split_folder(folder: Path, split: str) -> list[PairEntry]:
     dirs = _subdirs_by_name(folder)
-    for role in IMAGE_ROLES:
-        if role not in dirs:
-            raise ImageError(f"{folder}: split folder without a {role}/ folder")
+    if "pat" not in dirs:
+        raise ImageError(f"{folder}: split folder without a pat/ folder")
     return _pair_subfolders(folder, split)
 
 
@@ -407,21 +448,26 @@ def _slices(arr: np.ndarray, axis: int, path: Path) -> np.ndarray:
 
 
 def _load_entry(entry: PairEntry, *, resize, to_gray: bool, intensity: str, slice_axis: int | None) -> list[Case]:
-    images = {role: read_array(entry.files[role], to_gray=to_gray) for role in IMAGE_ROLES}
-    pat, mri = images["pat"], images["mri"]
-    if pat.array.ndim != mri.array.ndim:
+    roles = IMAGE_ROLES if entry.has_mri else ("pat",)
+    images = {role: read_array(entry.files[role], to_gray=to_gray) for role in roles}
+    pat, mri = images["pat"], images.get("mri")
+    # The MRI's grid names the slices, the spacing and the flows; a PAT-only case has only the PAT's.
+    ref_role = "mri" if mri is not None else "pat"
+    ref = images[ref_role]
+    if mri is not None and pat.array.ndim != mri.array.ndim:
         raise ImageError(f"{pat.path}: PAT has shape {pat.array.shape} but its MRI partner {mri.path} "
                          f"has shape {mri.array.shape} (both must be 2-D images or both volumes)")
     axes = {role: (slice_axis if slice_axis is not None else f.slice_axis) for role, f in images.items()}
     stacks = {role: _slices(normalize_intensity(f.array, intensity, name=f.path), axes[role], f.path)
               for role, f in images.items()}
-    if len(stacks["pat"]) != len(stacks["mri"]):
-        raise ImageError(f"{pat.path}: {len(stacks['pat'])} slices but its MRI partner {mri.path} has "
-                         f"{len(stacks['mri'])}")
-    if stacks["pat"].shape != stacks["mri"].shape and resize is None:
-        raise ImageError(f"{pat.path}: PAT slice shape {stacks['pat'].shape[1:]} differs from MRI "
-                         f"{mri.path} {stacks['mri'].shape[1:]} (pass resize=(H, W) / --resize HxW "
-                         "to bring both to one size)")
+    if mri is not None:
+        if len(stacks["pat"]) != len(stacks["mri"]):
+            raise ImageError(f"{pat.path}: {len(stacks['pat'])} slices but its MRI partner {mri.path} has "
+                             f"{len(stacks['mri'])}")
+        if stacks["pat"].shape != stacks["mri"].shape and resize is None:
+            raise ImageError(f"{pat.path}: PAT slice shape {stacks['pat'].shape[1:]} differs from MRI "
+                             f"{mri.path} {stacks['mri'].shape[1:]} (pass resize=(H, W) / --resize HxW "
+                             "to bring both to one size)")
     extras: dict[str, np.ndarray] = {}
     for role in ("labels_mri", "labels_pat"):
         if role in entry.files:
@@ -435,22 +481,24 @@ def _load_entry(entry: PairEntry, *, resize, to_gray: bool, intensity: str, slic
         flow = _read_flow(entry.files["flow"], mri.array.shape)
         extras["flow_true"] = (flow[:, None] if flow.ndim == 3 else
                                np.moveaxis(flow, 1 + axes["mri"] % 3, 1)).swapaxes(0, 1)
-    volume = mri.array.ndim == 3
-    n = len(stacks["mri"])
+    volume = ref.array.ndim == 3
+    n = len(stacks[ref_role])
     width = max(3, len(str(n - 1)))
     target = _normalise_resize(resize)
-    spacing = _in_plane_spacing(mri, axes["mri"])
+    spacing = _in_plane_spacing(ref, axes[ref_role])
     spacing_k = spacing
     cases = []
     for k in range(n):
-        pat_k, mri_k = stacks["pat"][k], stacks["mri"][k]
+        pat_k = stacks["pat"][k]
+        mri_k = stacks["mri"][k] if mri is not None else None
+        ref_k = stacks[ref_role][k]
         fields = {key: v[k] for key, v in extras.items()}
         meta = {"source": "folder", "split": entry.split or "test",
                 **{f"{role}_file": str(p) for role, p in entry.files.items()}, **entry.meta}
         if volume:
-            meta.update(slice=k, slice_axis=axes["mri"])
-        if target is not None and (pat_k.shape != target or mri_k.shape != target):
-            meta["resized_from"] = {"pat": pat_k.shape, "mri": mri_k.shape}
+            meta.update(slice=k, slice_axis=axes[ref_role])
+        if target is not None and (pat_k.shape != target or ref_k.shape != target):
+            meta["resized_from"] = {role: stacks[role][k].shape for role in roles}
             if "labels_pat" in fields:
                 fields["labels_pat"] = _resize(fields["labels_pat"], target, 0)
             if "labels_mri" in fields:
@@ -458,14 +506,15 @@ def _load_entry(entry: PairEntry, *, resize, to_gray: bool, intensity: str, slic
             if "flow_true" in fields:
                 fields["flow_true"] = _resize_flow(fields["flow_true"], target)
             if spacing is not None:
-                spacing_k = (spacing[0] * mri_k.shape[0] / target[0], spacing[1] * mri_k.shape[1] / target[1])
+                spacing_k = (spacing[0] * ref_k.shape[0] / target[0], spacing[1] * ref_k.shape[1] / target[1])
             pat_k = np.clip(_resize(pat_k, target, 1), 0, 1)
-            mri_k = np.clip(_resize(mri_k, target, 1), 0, 1)
+            if mri_k is not None:
+                mri_k = np.clip(_resize(mri_k, target, 1), 0, 1)
         if spacing is not None:
             meta["pixel_spacing_mm"] = spacing_k
         case_id = f"{entry.id}_z{k:0{width}d}" if volume else entry.id
-        cases.append(Case(case_id, as_image(pat_k, name=pat.path), as_image(mri_k, name=mri.path),
-                          meta=meta, **fields))
+        cases.append(Case(case_id, as_image(pat_k, name=pat.path),
+                          None if mri_k is None else as_image(mri_k, name=mri.path), meta=meta, **fields))
     return cases
 
 
@@ -483,7 +532,8 @@ def _in_plane_spacing(f: ArrayFile, axis: int) -> tuple[float, float] | None:
 def load_folder(path: str | os.PathLike, *, split: str | None = None, resize=None, to_gray: bool = False,
                 intensity: str = "auto", slice_axis: int | None = None, split_fractions=None,
                 misalign: str | None = None, misalign_seed: int | None = None) -> list[Case]:
-    """Load a user's PAT/MRI pairs (layouts, formats and conventions: the module docstring).
+    """Load a user's PAT/MRI pairs or PAT-only images (layouts, formats and conventions: the
+    module docstring).
 
     Parameters
     ----------
@@ -516,7 +566,8 @@ def load_folder(path: str | os.PathLike, *, split: str | None = None, resize=Non
     -------
     list of Case
         Sorted by id; ``meta`` holds ``split``, the source files, ``slice`` for volume slices,
-        ``pixel_spacing_mm`` where the MRI file records it and ``resized_from`` if resized.
+        ``pixel_spacing_mm`` where the MRI file (the PAT file of a PAT-only dataset) records it
+        and ``resized_from`` if resized. Cases of a PAT-only dataset have ``mri=None``.
 
     Raises
     ------
@@ -544,6 +595,9 @@ def load_folder(path: str | os.PathLike, *, split: str | None = None, resize=Non
             raise ImageError(f"{path}: split=auto, but the dataset defines its own split ({', '.join(own)}: "
                              "split folders or a 'split' column); drop split=auto")
         entries = [dataclasses.replace(e, split=auto_split(e.id, fractions)) for e in entries]
+    if misalign is not None and entries and not entries[0].has_mri:
+        raise ImageError(f"{path}: misalign= needs PAT/MRI pairs (it moves each PAT away from its MRI); "
+                         "this dataset is PAT-only (no mri)")
     if split is not None:
         if all(e.split is None for e in entries):
             if split != "test":

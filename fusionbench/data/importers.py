@@ -31,7 +31,9 @@ COCO polygons (:func:`import_coco`, e.g. SFE-GCN's PAT data, github.com/lzc-smu/
     OUT/labels_pat/NAME.png   uint8 label map with fusionbench organ ids (:data:`ORGANS`)
     OUT/manifest.csv          id,pat,labels_pat (labels_pat empty for an image without annotations)
 
-  There is no MRI, so this folder is not yet a PAT/MRI pair dataset for ``folder:PATH``.
+  There is no MRI: ``folder:OUT`` loads it as a PAT-only dataset (cases with ``mri=None``) for the
+  task evaluations of the PAT images, ``fusionbench run --dataset folder:OUT,split=auto --methods
+  none --tasks contour,organs --out RUN`` (registration and fusion need pairs).
 
 Gray conversion (:func:`read_gray`)
 -----------------------------------
@@ -698,6 +700,7 @@ def import_coco(images: str | os.PathLike, annotations: str | os.PathLike, out: 
         part.notes.append("pixel share per label: " + ", ".join(
             f"{ORGAN_IDS[name]} {name} {100 * n / total:.1f}%"
             for name, n in sorted(organ_pixels.items(), key=lambda t: ORGAN_IDS[t[0]])))
-    part.notes.append("no MRI: a PAT-only folder (manifest id,pat,labels_pat)")
+    part.notes.append("no MRI: a PAT-only folder (manifest id,pat,labels_pat); evaluate it with fusionbench run "
+                      f"--dataset folder:{out},split=auto --methods none --tasks contour,organs --out RUN")
     report.parts.append(part)
     return report
