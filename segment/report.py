@@ -32,7 +32,8 @@ from fusionbench.results import COLUMNS, assemble, higher_is_better
 
 from .organ_scoring import GROUP as ORGAN_GROUP, TABLE4_ORGANS
 
-__all__ = ["CONTOUR_GROUP", "CONTOUR_METRICS", "write_results", "contour_table", "organ_table", "overlay_figure"]
+__all__ = ["CONTOUR_GROUP", "CONTOUR_METRICS", "write_results", "contour_table", "organ_table",
+           "organ_significance", "overlay_figure"]
 
 #: The ``group`` of the contour task's result rows.
 CONTOUR_GROUP = "contour"
@@ -132,6 +133,59 @@ def organ_table(results: pd.DataFrame, sources: Sequence[str], cases: Sequence[s
         table = replace(table, mean=table.mean.mask(never), std=table.std.mask(never))
     return _columns(table, sources, {o: o for o in organs}, {o: higher_is_better(o, ORGAN_GROUP) for o in organs},
                     {o: o.capitalize() for o in organs})
+
+
+SIGNIFICANCE_COLUMNS = ["organ", "reference", "method", "n", "mean_diff", "statistic", "p", "p_holm", "verdict"]
+
+
+def organ_significance(results: pd.DataFrame, sources: Sequence[str], cases: Sequence[str] | None = None,
+                       organs: Sequence[str] = TABLE4_ORGANS, alpha: float = 0.05) -> pd.DataFrame:
+    """Does a fused image segment an organ better than the better single modality?
+
+    Per organ, the reference is whichever of ``PAT`` and ``MRI`` has the higher mean DSC; every
+    other source (the fusion methods) is compared with it by a two-sided paired Wilcoxon
+    signed-rank test (Wilcoxon 1945; ``scipy.stats.wilcoxon``) on the test images where both
+    have a DSC for that organ, and the organ's family of comparisons is Holm-corrected (Holm 1979).
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`SIGNIFICANCE_COLUMNS`: ``mean_diff`` = mean over the paired images of method minus
+        reference (DSC points), ``verdict`` ``better`` / ``worse`` where ``p_holm < alpha`` (by the
+        sign of ``mean_diff``), else ``n.s.``; ``p`` is 1 for identical DSCs and NaN (``n.s.``) for
+        fewer than one common image.
+    """
+    from scipy.stats import wilcoxon
+
+    from fusionbench.results import holm
+
+    rows = _select(results, ORGAN_GROUP, sources, cases)
+    out = []
+    for organ in organs:
+        wide = rows[rows["metric"] == organ].pivot_table(index="case", columns="method", values="value")
+        singles = [s for s in ("PAT", "MRI") if s in wide.columns and wide[s].notna().any()]
+        if not singles:
+            continue
+        reference = max(singles, key=lambda s: wide[s].mean())
+        family = []
+        for method in [s for s in sources if s not in ("PAT", "MRI") and s in wide.columns]:
+            pair = wide[[reference, method]].dropna()
+            diff = (pair[method] - pair[reference]).to_numpy()
+            if diff.size == 0:
+                stat, p = np.nan, np.nan
+            elif not np.any(diff != 0):
+                stat, p = 0.0, 1.0
+            else:
+                res = wilcoxon(pair[method], pair[reference], zero_method="wilcox", alternative="two-sided")
+                stat, p = float(res.statistic), float(res.pvalue)
+            family.append({"organ": organ, "reference": reference, "method": method, "n": int(diff.size),
+                           "mean_diff": float(diff.mean()) if diff.size else np.nan, "statistic": stat, "p": p})
+        for r, adjusted in zip(family, holm([r["p"] for r in family])):
+            r["p_holm"] = float(adjusted)
+            significant = not np.isnan(adjusted) and adjusted < alpha
+            r["verdict"] = ("better" if r["mean_diff"] > 0 else "worse") if significant else "n.s."
+        out += family
+    return pd.DataFrame(out, columns=SIGNIFICANCE_COLUMNS)
 
 
 def overlay_figure(panels: Sequence[Mapping], out_path: Path, *, n_cols: int | None = None) -> Path:

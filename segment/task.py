@@ -27,7 +27,9 @@ Outputs under ``RUN/segment/``:
   task, one row per test image and metric), assembled from ``cases/SOURCE/CASE.json``; read it
   with :func:`fusionbench.results.load_results` (:mod:`segment.report` lists the metrics);
 * ``contour.{csv,tex,md}`` (Table 3) and ``organs.{csv,tex,md}`` (Table 4), made from those rows
-  by :mod:`fusionbench.report.tables` for the sources and test images of the last call;
+  by :mod:`fusionbench.report.tables` for the sources and test images of the last call, and
+  ``organs_significance.csv``: per organ, each fusion method against the better of PAT and MRI
+  (paired Wilcoxon, Holm; :func:`segment.report.organ_significance`);
 * ``overlay.png``; ``segment.json`` (tasks, preset, sources, cases, spacing, seconds);
 * the organ models with their training configurations in ``organ_models/SOURCE/`` and the fused
   train images in ``train_images/METHOD/``.
@@ -47,7 +49,7 @@ from fusionbench.report.tables import write_table
 from .contour import ContourSegmenter
 from .organ_scoring import organ_rows, score_organs
 from .organ_training import train_sources
-from .report import CONTOUR_GROUP, contour_table, organ_table, overlay_figure, write_results
+from .report import CONTOUR_GROUP, contour_table, organ_significance, organ_table, overlay_figure, write_results
 
 __all__ = ["TASKS", "run_tasks", "source_images", "CONTOUR_PRESETS"]
 
@@ -278,6 +280,10 @@ def run_tasks(run_dir, tasks: Sequence[str] = TASKS, preset: str = "quick", jobs
     if "organs" in tasks:
         result["organs"] = organ_table(results, sources, cases=case_ids)
         paths += write_table(result["organs"], out_dir, "organs")
+        result["organs_significance"] = organ_significance(results, sources, cases=case_ids)
+        significance_path = out_dir / "organs_significance.csv"
+        atomic_write_bytes(significance_path, result["organs_significance"].to_csv(index=False).encode())
+        paths.append(significance_path)
 
     panels = []
     for case_index in range(min(figure_cases, len(test_cases))):

@@ -130,3 +130,27 @@ def test_rows_go_through_the_core_writer_and_the_tables_are_their_means(tmp_path
     back = load_results(tmp_path)
     mri_c0 = back[(back["method"] == "MRI") & (back["case"] == "c0")].set_index("metric")["value"]
     assert mri_c0.to_dict() == {"body": 99.0, "dsc": 50.0}
+
+
+def test_organ_significance_against_the_better_single_modality():
+    import pandas as pd
+
+    from segment.report import organ_significance
+
+    cases = [f"c{i}" for i in range(8)]
+    mri = np.array([70, 72, 68, 75, 71, 69, 74, 73], float)
+    rows = []
+    for method, values in {"PAT": mri - 20, "MRI": mri, "fuse_a": mri + 10,
+                           "fuse_b": mri + np.array([1, -2, 3, -4, 5, -6, 7, -8])}.items():
+        rows += [{"method": method, "case": c, "group": "organs", "metric": "liver", "value": v, "seconds": 0.0}
+                 for c, v in zip(cases, values)]
+    table = organ_significance(pd.DataFrame(rows), ["PAT", "MRI", "fuse_a", "fuse_b"], organs=["liver"])
+    assert list(table["reference"]) == ["MRI", "MRI"]  # MRI's mean beats PAT's
+    a = table.set_index("method").loc["fuse_a"]
+    # All 8 differences positive: the exact two-sided signed-rank p is 2 / 2^8; Holm over the two
+    # methods doubles the smallest p.
+    assert a["n"] == 8 and a["mean_diff"] == pytest.approx(10.0)
+    assert a["p"] == pytest.approx(2 / 2 ** 8) and a["p_holm"] == pytest.approx(4 / 2 ** 8)
+    assert a["verdict"] == "better"
+    b = table.set_index("method").loc["fuse_b"]
+    assert b["mean_diff"] == pytest.approx(-0.5) and b["verdict"] == "n.s."
