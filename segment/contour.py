@@ -39,8 +39,8 @@ from skimage.morphology import convex_hull_image
 from fusionbench.data.io import as_image
 
 __all__ = ["ContourResult", "ContourSegmenter", "body_energy", "estimate_centre", "polar_unwrap",
-           "contour_cost", "region_cost", "largest_component_centre", "optimal_closed_path", "contour_mask",
-           "segment_body"]
+           "contour_cost", "region_cost", "body_prior", "largest_component_centre", "optimal_closed_path",
+           "contour_mask", "segment_body"]
 
 
 @dataclass
@@ -372,6 +372,26 @@ def largest_component_centre(mask: np.ndarray) -> tuple[float, float] | None:
     return float(rows.mean()), float(cols.mean())
 
 
+def body_prior(probability: np.ndarray, *, inside: float = 0.75, outside: float = 0.25) -> np.ndarray:
+    """The body probability with what one animal's body is: one connected region without holes.
+
+    ``p > 0.5`` is reduced to its largest 8-connected component with its holes filled. A hole
+    (a dark organ or artefact the network doubts, enclosed by body) is raised to at least
+    ``inside``; a separate blob (an artefact in the water) is lowered to at most ``outside``.
+    Elsewhere, near the body's edge included, ``p`` is unchanged, so the contour still follows it.
+    """
+    p = np.asarray(probability, dtype=np.float32)
+    core = p > 0.5
+    if not core.any():
+        return p
+    labels = label_components(core, connectivity=2)
+    body = ndi.binary_fill_holes(labels == (np.argmax(np.bincount(labels.ravel())[1:]) + 1))
+    out = p.copy()
+    out[body] = np.maximum(out[body], inside)
+    out[core & ~body] = np.minimum(out[core & ~body], outside)
+    return out
+
+
 def region_cost(polar_probability, radii, *, clip: float = 1e-4, min_radius: int = 2) -> np.ndarray:
     """Node cost of the maximum a posteriori star-shaped region under a body probability.
 
@@ -410,9 +430,10 @@ class ContourSegmenter:
     :func:`segment.organ_unet.train_unet`), at a working resolution of ``size``² (the body is a
     large, smooth structure), with flips, similarity transforms and intensity changes
     (``augment="full"``); the probability is resampled to the image's own size. The graph search
-    then runs on :func:`region_cost`, the maximum a posteriori star-shaped region under ``p``,
-    from the centre of the largest component of ``p > 0.5``: the contour stays closed and smooth,
-    and neither a dark artefact outside the body nor a dark organ inside it can capture it. One
+    then runs on :func:`region_cost`, the maximum a posteriori star-shaped region under ``p``
+    (after :func:`body_prior`: one connected body without holes), from the centre of the largest
+    component of ``p > 0.5``: the contour stays closed and smooth, and neither a dark artefact
+    outside the body nor a dark organ inside it can capture it. One
     segmenter is fitted per source, as the paper trains one model per source.
 
     Parameters
@@ -492,7 +513,7 @@ class ContourSegmenter:
         if self.cost == "hand":
             return segment_body(image, **self.search)
         image = as_image(image, "image")
-        prob = self.probability(image)
+        prob = body_prior(self.probability(image))
         centre = largest_component_centre(prob > 0.5)
         if centre is None:
             centre = ((image.shape[0] - 1) / 2.0, (image.shape[1] - 1) / 2.0)

@@ -88,10 +88,11 @@ def train_unet(images: Sequence, labels: Sequence, *, n_classes: int = N_CLASSES
         Overlap of the sliding windows at inference (stored with the model).
     augment : bool or "full"
         ``True``: random left-right flips. ``"full"``: flips, a random similarity transform per
-        patch (rotation within +-15 degrees, scale 0.9-1.1, shift up to 5 % of the window) and
+        patch (rotation within +-15 degrees, scale 0.9-1.1, shift up to 5 % of the window),
         intensity changes (gamma 0.7-1.4 on the [0, 1] image, contrast 0.75-1.33, offset
-        +-0.2 SD, Gaussian noise up to 0.1 SD), for images from another scanner or session
-        than the training ones. ``False``: none.
+        +-0.2 SD, Gaussian noise up to 0.1 SD) and, on a quarter of the patches, a black
+        frame-padding band along one edge, for images from another scanner or session than the
+        training ones. ``False``: none.
     log : callable, optional
         Receives a progress line every 50 steps.
 
@@ -194,6 +195,17 @@ def _augment(xb, yb, rng: np.random.Generator, mean: float, std: float):
     noise = torch.from_numpy(rng.uniform(0.0, 0.1, (n, 1, 1, 1)).astype(np.float32))
     generator = torch.Generator().manual_seed(int(rng.integers(2 ** 31)))
     xb = xb * contrast + offset + noise * torch.randn(xb.shape, generator=generator)
+    # Frame padding: some reconstructions come shifted in their frame, with a band of exact zeros
+    # (no data) along one edge. A quarter of the patches get one, 2-12 % of the side wide, at a
+    # random edge; the labels under it become background (nothing is visible there).
+    black = float((0.0 - mean) / std)
+    for i in np.flatnonzero(rng.random(n) < 0.25):
+        width = max(1, int(round(rng.uniform(0.02, 0.12) * xb.shape[-1])))
+        edge = int(rng.integers(4))
+        band = [slice(None)] * 2
+        band[edge % 2] = slice(0, width) if edge < 2 else slice(-width, None)
+        xb[i, 0][tuple(band)] = black
+        yb[i, 0][tuple(band)] = 0
     return xb, yb
 
 

@@ -192,3 +192,17 @@ def test_largest_component_centre_ignores_a_small_blob():
     mask[45:48, 45:48] = True
     assert largest_component_centre(mask) == pytest.approx((19.5, 19.5))
     assert largest_component_centre(np.zeros((5, 5), bool)) is None
+
+
+def test_body_prior_fills_holes_and_drops_separate_blobs():
+    from segment.contour import body_prior
+
+    p = np.full((40, 40), 0.05, np.float32)
+    p[5:30, 5:30] = 0.9
+    p[12:18, 12:18] = 0.2   # a doubted dark organ inside the body
+    p[34:38, 34:38] = 0.8   # an artefact in the water
+    p[29, 5:30] = 0.6       # the body's soft edge
+    out = body_prior(p)
+    assert out[15, 15] == pytest.approx(0.75) and out[36, 36] == pytest.approx(0.25)
+    assert out[29, 10] == pytest.approx(0.75) and out[20, 20] == pytest.approx(0.9)  # body: at least 0.75
+    assert out[0, 0] == pytest.approx(0.05)  # water unchanged
