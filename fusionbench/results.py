@@ -26,7 +26,7 @@ from .data.io import atomic_write_bytes
 from .scoring import FUSION_METRICS, GROUND_TRUTH_METRICS, REGISTRATION_METRICS
 
 __all__ = ["COLUMNS", "read_case_files", "assemble", "load_results", "load_failures", "run_info",
-           "higher_is_better", "aggregate", "rank_methods", "holm", "wilcoxon_vs_best",
+           "higher_is_better", "aggregate", "rank_methods", "holm", "paired_wilcoxon", "wilcoxon_vs_best",
            "metric_order"]
 
 COLUMNS = ["method", "case", "group", "metric", "value", "seconds"]
@@ -164,6 +164,23 @@ def holm(pvalues: Sequence[float]) -> np.ndarray:
     return out
 
 
+def paired_wilcoxon(x: np.ndarray, y: np.ndarray) -> tuple[int, float, float]:
+    """Two-sided paired Wilcoxon signed-rank test of ``x`` against ``y`` (same cases, same order).
+
+    Returns ``(n, statistic, p)``: ``p`` is 1 when every difference is 0 and NaN (statistic NaN)
+    for no pair, where ``scipy.stats.wilcoxon`` is undefined.
+    """
+    from scipy.stats import wilcoxon
+
+    diff = np.asarray(x, dtype=float) - np.asarray(y, dtype=float)
+    if diff.size == 0:
+        return 0, float("nan"), float("nan")
+    if not np.any(diff != 0):
+        return int(diff.size), 0.0, 1.0
+    res = wilcoxon(x, y, zero_method="wilcox", alternative="two-sided")
+    return int(diff.size), float(res.statistic), float(res.pvalue)
+
+
 def wilcoxon_vs_best(df: pd.DataFrame, group: str, methods: Sequence[str] | None = None,
                      alpha: float = 0.05) -> pd.DataFrame:
     """Paired Wilcoxon test of the best method (by mean) against each other one, per metric.
@@ -172,8 +189,6 @@ def wilcoxon_vs_best(df: pd.DataFrame, group: str, methods: Sequence[str] | None
     both methods completed; with fewer than one non-zero difference the test is undefined and
     ``p`` is 1 (identical results) or NaN (no common case).
     """
-    from scipy.stats import wilcoxon
-
     agg = aggregate(df, group, methods)
     out = []
     if agg.empty:
@@ -191,16 +206,8 @@ def wilcoxon_vs_best(df: pd.DataFrame, group: str, methods: Sequence[str] | None
             if other == best:
                 continue
             pair = wide[[best, other]].dropna()
-            diff = (pair[best] - pair[other]).to_numpy()
-            if diff.size == 0:
-                stat, p = np.nan, np.nan
-            elif not np.any(diff != 0):
-                stat, p = 0.0, 1.0
-            else:
-                res = wilcoxon(pair[best], pair[other], zero_method="wilcox", alternative="two-sided")
-                stat, p = float(res.statistic), float(res.pvalue)
-            family.append({"metric": metric, "best": best, "other": other, "n": int(diff.size),
-                           "statistic": stat, "p": p})
+            n, stat, p = paired_wilcoxon(pair[best].to_numpy(), pair[other].to_numpy())
+            family.append({"metric": metric, "best": best, "other": other, "n": n, "statistic": stat, "p": p})
         adjusted = holm([r["p"] for r in family])
         for r, pa in zip(family, adjusted):
             r["p_holm"] = float(pa)

@@ -155,9 +155,7 @@ def organ_significance(results: pd.DataFrame, sources: Sequence[str], cases: Seq
         sign of ``mean_diff``), else ``n.s.``; ``p`` is 1 for identical DSCs and NaN (``n.s.``) for
         fewer than one common image.
     """
-    from scipy.stats import wilcoxon
-
-    from fusionbench.results import holm
+    from fusionbench.results import holm, paired_wilcoxon
 
     rows = _select(results, ORGAN_GROUP, sources, cases)
     out = []
@@ -170,16 +168,10 @@ def organ_significance(results: pd.DataFrame, sources: Sequence[str], cases: Seq
         family = []
         for method in [s for s in sources if s not in ("PAT", "MRI") and s in wide.columns]:
             pair = wide[[reference, method]].dropna()
-            diff = (pair[method] - pair[reference]).to_numpy()
-            if diff.size == 0:
-                stat, p = np.nan, np.nan
-            elif not np.any(diff != 0):
-                stat, p = 0.0, 1.0
-            else:
-                res = wilcoxon(pair[method], pair[reference], zero_method="wilcox", alternative="two-sided")
-                stat, p = float(res.statistic), float(res.pvalue)
-            family.append({"organ": organ, "reference": reference, "method": method, "n": int(diff.size),
-                           "mean_diff": float(diff.mean()) if diff.size else np.nan, "statistic": stat, "p": p})
+            n, stat, p = paired_wilcoxon(pair[method].to_numpy(), pair[reference].to_numpy())
+            diff = float((pair[method] - pair[reference]).mean()) if n else np.nan
+            family.append({"organ": organ, "reference": reference, "method": method, "n": n,
+                           "mean_diff": diff, "statistic": stat, "p": p})
         for r, adjusted in zip(family, holm([r["p"] for r in family])):
             r["p_holm"] = float(adjusted)
             significant = not np.isnan(adjusted) and adjusted < alpha

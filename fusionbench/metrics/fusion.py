@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from functools import cached_property
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -683,6 +683,23 @@ def psnr(a, b, f, *, convention: str = "paper") -> float:
 # The suite
 # --------------------------------------------------------------------------------------------
 
+def canonical_columns(metrics: Iterable[str] | str, columns: Sequence[str], caller: str) -> list[str]:
+    """``metrics`` named case-insensitively, as the canonical ``columns`` they name, in table order.
+
+    Raises ``ValueError`` naming ``caller`` and the first unknown name.
+    """
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    by_lower = {c.lower(): c for c in columns}
+    requested = set()
+    for name in metrics:
+        column = by_lower.get(str(name).lower())
+        if column is None:
+            raise ValueError(f"{caller}: unknown metric {name!r}; expected some of {', '.join(columns)}")
+        requested.add(column)
+    return [c for c in columns if c in requested]
+
+
 def suite_columns(convention: str = "paper") -> tuple[str, ...]:
     """The :data:`SUITE_COLUMNS` that ``convention`` defines, in table order."""
     check_convention(convention, "suite_columns")
@@ -721,18 +738,10 @@ def fusion_suite(a, b, f, *, convention: str = "paper", metrics: Iterable[str] |
     if metrics is None:
         wanted = list(suite_columns(convention))
     else:
-        if isinstance(metrics, str):
-            metrics = [metrics]
-        by_lower = {c.lower(): c for c in SUITE_COLUMNS}
-        requested = set()
-        for name in metrics:
-            column = by_lower.get(str(name).lower())
-            if column is None:
-                raise ValueError(f"fusion_suite: unknown metric {name!r}; expected some of {', '.join(SUITE_COLUMNS)}")
+        wanted = canonical_columns(metrics, SUITE_COLUMNS, "fusion_suite")
+        for column in wanted:
             if column in missing:
                 raise unsupported("fusion_suite", convention, f"{column}: {missing[column]}")
-            requested.add(column)
-        wanted = [c for c in SUITE_COLUMNS if c in requested]
     images = _Images("fusion_suite", a, b, f)
     results: dict[str, float] = {}
     for column in wanted:

@@ -61,11 +61,12 @@ import torch
 import torch.nn.functional as F
 
 from ._dmey import MATLAB_DMEY_REC_LO, quadrature_mirror
+from .fusion import SUITE_COLUMNS, canonical_columns
 
 __all__ = ["TORCH_COLUMNS", "fusion_suite_batch"]
 
-#: The columns :func:`fusion_suite_batch` computes, in the order of ``fusion.SUITE_COLUMNS``.
-TORCH_COLUMNS = ("MI", "VIF", "Qabf", "SF", "SSIM", "FMI_pixel", "FMI_dct", "FMI_w", "EN", "SD", "AG", "PSNR")
+#: The columns :func:`fusion_suite_batch` computes: every column of the numpy suite.
+TORCH_COLUMNS = SUITE_COLUMNS
 
 _FMI_FEATURES = {"FMI_pixel": "edge", "FMI_dct": "dct", "FMI_w": "wavelet"}
 
@@ -114,17 +115,7 @@ def _check_metrics(metrics: Iterable[str] | None) -> list[str]:
     """Canonical column names in table order (case-insensitive, as ``fusion_suite`` takes them)."""
     if metrics is None:
         return list(TORCH_COLUMNS)
-    if isinstance(metrics, str):
-        metrics = [metrics]
-    by_lower = {c.lower(): c for c in TORCH_COLUMNS}
-    requested = set()
-    for name in metrics:
-        column = by_lower.get(str(name).lower())
-        if column is None:
-            raise ValueError(f"fusion_suite_batch: unknown metric {name!r}; expected some of "
-                             f"{', '.join(TORCH_COLUMNS)}")
-        requested.add(column)
-    return [c for c in TORCH_COLUMNS if c in requested]
+    return canonical_columns(metrics, TORCH_COLUMNS, "fusion_suite_batch")
 
 
 def _as_unit_batch(x, name: str, device: torch.device) -> torch.Tensor:
