@@ -23,16 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def load_folder(folder: Path):
-    from fusionbench.data.io import read_image
-
-    with open(folder / "manifest.csv", newline="") as handle:
-        rows = [r for r in csv.DictReader(handle) if r.get("labels_pat")]
-    rows.sort(key=lambda r: (len(r["id"]), r["id"]))
-    images = [read_image(folder / r["pat"]) for r in rows]
-    masks = [read_image(folder / r["labels_pat"], raw=True) > 0 for r in rows]
-    return [r["id"] for r in rows], images, masks
+from _pat_folder import fold_split, load_labelled_pat, write_rows
 
 
 def score(pred: np.ndarray, truth: np.ndarray) -> dict:
@@ -60,8 +51,8 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    ids, images, masks = load_folder(args.folder)
-    bounds = np.linspace(0, len(ids), args.folds + 1).round().astype(int)
+    ids, images, labels = load_labelled_pat(args.folder)
+    masks = [label > 0 for label in labels]  # the body: the body label and every organ inside it
     for k in range(args.folds):
         if args.only_fold is not None and k != args.only_fold:
             continue
@@ -69,8 +60,7 @@ def main(argv=None) -> int:
         if path.exists():
             print(f"fold {k}: done before ({path})", flush=True)
             continue
-        test = range(bounds[k], bounds[k + 1])
-        train = [i for i in range(len(ids)) if i not in test]
+        train, test = fold_split(len(ids), args.folds, k)
         start = time.perf_counter()
         seg = ContourSegmenter("learned", steps=args.steps, size=args.size, batch_size=args.batch_size)
         seg.fit([images[i] for i in train], [masks[i] for i in train],
@@ -86,12 +76,7 @@ def main(argv=None) -> int:
                 hand = score(ContourSegmenter("hand").segment(images[i]).mask, masks[i])
                 row.update({f"hand_{m}": v for m, v in hand.items()})
             rows.append(row)
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        tmp.replace(path)
+        write_rows(path, rows)
         dsc = np.array([r["learned_DSC"] for r in rows])
         print(f"fold {k}: train {len(train)} images in {fit_s:.0f} s; test {len(rows)}: DSC mean {dsc.mean():.2f} "
               f"min {dsc.min():.2f}", flush=True)

@@ -24,18 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from _pat_folder import fold_split, load_labelled_pat, write_rows
+
 ORGANS = ("body", "liver", "kidneys", "spleen", "spine", "vessels")
-
-
-def load_folder(folder: Path):
-    from fusionbench.data.io import read_image
-
-    with open(folder / "manifest.csv", newline="") as handle:
-        rows = [r for r in csv.DictReader(handle) if r.get("labels_pat")]
-    rows.sort(key=lambda r: (len(r["id"]), r["id"]))
-    images = [read_image(folder / r["pat"]) for r in rows]
-    labels = [read_image(folder / r["labels_pat"], raw=True).astype(np.uint8) for r in rows]
-    return [r["id"] for r in rows], images, labels
 
 
 def main(argv=None) -> int:
@@ -57,8 +48,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    ids, images, labels = load_folder(args.folder)
-    bounds = np.linspace(0, len(ids), args.folds + 1).round().astype(int)
+    ids, images, labels = load_labelled_pat(args.folder)
     for k in range(args.folds):
         if args.only_fold is not None and k != args.only_fold:
             continue
@@ -66,8 +56,7 @@ def main(argv=None) -> int:
         if path.exists():
             print(f"fold {k}: done before ({path})", flush=True)
             continue
-        test = list(range(bounds[k], bounds[k + 1]))
-        train = [i for i in range(len(ids)) if not bounds[k] <= i < bounds[k + 1]]
+        train, test = fold_split(len(ids), args.folds, k)
         start = time.perf_counter()
         budget = {"steps": args.steps} if args.steps else {}
         model = OrganModel.create("pat", args.preset, size=None, patch=args.patch, **budget)
@@ -78,12 +67,7 @@ def main(argv=None) -> int:
         rows = score_organs(predictions, [labels[i] for i in test], organs=ORGANS, case_ids=[ids[i] for i in test])
         for row in rows:
             row["fold"] = k
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        tmp.replace(path)
+        write_rows(path, rows)
         means = {o: np.nanmean([r["dsc"] for r in rows if r["organ"] == o and r["in_ref"]]) for o in ORGANS}
         print(f"fold {k}: train {len(train)} images in {fit_s:.0f} s; "
               + ", ".join(f"{o} {v:.1f}" for o, v in means.items()), flush=True)
