@@ -12,6 +12,7 @@ Each fold's rows go to ``OUT/fold_K.csv`` when the fold is done; a rerun skips f
 ``OUT/summary.json`` holds the per-organ mean DSC over all images.
 
     OMP_NUM_THREADS=2 python research/organs_real_pat.py FOLDER --out OUT [--folds 5] [--threads 2]
+        [--work-size 152]
 """
 from __future__ import annotations
 
@@ -29,6 +30,15 @@ from _pat_folder import fold_split, load_labelled_pat, write_rows
 ORGANS = ("body", "liver", "kidneys", "spleen", "spine", "vessels")
 
 
+def _resize(x: np.ndarray, side: int, order: int) -> np.ndarray:
+    """Area-averaged image (order 1) or nearest-neighbour label map (order 0) at side x side."""
+    from skimage.transform import resize
+
+    if order == 0:
+        return resize(x, (side, side), order=0, preserve_range=True, anti_aliasing=False).astype(np.uint8)
+    return resize(x, (side, side), order=1, anti_aliasing=True, preserve_range=True).astype(np.float32)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path)
@@ -37,6 +47,9 @@ def main(argv=None) -> int:
     parser.add_argument("--preset", default="standard")
     parser.add_argument("--patch", type=int, default=160)
     parser.add_argument("--steps", type=int, default=None, help="override the preset's step budget")
+    parser.add_argument("--work-size", type=int, default=None,
+                        help="train and predict on the whole image resampled to this side (labels back "
+                             "by nearest neighbour), with the full augmentation; default: native patches")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only-fold", type=int, default=None)
     args = parser.parse_args(argv)
@@ -59,11 +72,19 @@ def main(argv=None) -> int:
         train, test = fold_split(len(ids), args.folds, k)
         start = time.perf_counter()
         budget = {"steps": args.steps} if args.steps else {}
-        model = OrganModel.create("pat", args.preset, size=None, patch=args.patch, **budget)
-        model.fit([images[i] for i in train], [labels[i] for i in train], args.out / f"model_{k}",
-                  log=lambda line: print(f"fold {k}:{line}", flush=True))
+        if args.work_size:
+            model = OrganModel.create("pat", args.preset, size=None, patch=None, augment="full", **budget)
+            shrink = [_resize(images[i], args.work_size, 1) for i in train]
+            model.fit(shrink, [_resize(labels[i], args.work_size, 0) for i in train], args.out / f"model_{k}",
+                      log=lambda line: print(f"fold {k}:{line}", flush=True))
+            small = model.predict([_resize(images[i], args.work_size, 1) for i in test])
+            predictions = [_resize(p, images[i].shape[0], 0) for p, i in zip(small, test)]
+        else:
+            model = OrganModel.create("pat", args.preset, size=None, patch=args.patch, **budget)
+            model.fit([images[i] for i in train], [labels[i] for i in train], args.out / f"model_{k}",
+                      log=lambda line: print(f"fold {k}:{line}", flush=True))
+            predictions = model.predict([images[i] for i in test])
         fit_s = time.perf_counter() - start
-        predictions = model.predict([images[i] for i in test])
         rows = score_organs(predictions, [labels[i] for i in test], organs=ORGANS, case_ids=[ids[i] for i in test])
         for row in rows:
             row["fold"] = k

@@ -28,7 +28,7 @@ __all__ = ["PRESETS", "training_config", "OrganModel"]
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {"size": 176, "patch": 112, "channels": (16, 32, 64, 128), "strides": (2, 2, 2),
               "num_res_units": 1, "steps": 600, "epochs": None, "batch_size": 8, "lr": 3e-3,
-              "weight_decay": 1e-4, "overlap": 0.5, "seed": 0},
+              "weight_decay": 1e-4, "overlap": 0.5, "seed": 0, "augment": True},
 }
 PRESETS["standard"] = {**PRESETS["quick"], "steps": 1200}
 
@@ -81,7 +81,7 @@ def training_config(preset: str | Mapping[str, Any], **overrides: Any) -> dict[s
 
 
 _TRAIN_KEYS = ("channels", "strides", "num_res_units", "steps", "epochs", "batch_size", "lr", "weight_decay",
-               "seed", "size", "patch", "overlap")
+               "seed", "size", "patch", "overlap", "augment")
 
 
 @dataclass
