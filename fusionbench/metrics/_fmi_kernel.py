@@ -4,7 +4,8 @@
 Haghighat's ``fmi.m`` (see :mod:`fusionbench.metrics.feature_mi` for the definition and the
 reference's branches). Each window's three distributions are built once, F's is shared by the A and
 B comparisons, and the joint entropy needs one logarithm per cell of the bound coupling's support
-(at most 2L - 1 of the L x L cells), so a window costs a few hundred nanoseconds.
+(at most 2L - 1 of the L x L cells): about 1 microsecond per 3 x 3 window on one core, a quarter of
+it in the logarithms (docs/results.md#metrics).
 
 Sums follow the reference's order where an exact zero or equality depends on it, as Matlab and
 Octave evaluate the code: ``sum(sum(X))`` adds each column left to right and then the column sums;
