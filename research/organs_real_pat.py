@@ -90,7 +90,7 @@ def main(argv=None) -> int:
             row["fold"] = k
         write_rows(path, rows)
         means = {o: np.nanmean([r["dsc"] for r in rows if r["organ"] == o and r["in_ref"]]) for o in ORGANS}
-        print(f"fold {k}: train {len(train)} images in {fit_s:.0f} s; "
+        print(f"fold {k}: trained on {len(train)} images and predicted in {fit_s:.0f} s; "
               + ", ".join(f"{o} {v:.1f}" for o, v in means.items()), flush=True)
     done = sorted(args.out.glob("fold_*.csv"))
     rows = [r for p in done for r in csv.DictReader(open(p, newline=""))]
