@@ -226,7 +226,7 @@ def dataset_fingerprint(spec: str, **kw) -> str:
     if kind == "phantom":
         from .phantom import GENERATOR_VERSION
 
-        return _digest({"kind": kind, "config": _phantom_config(params),
+        return _digest({"kind": kind, "config": _phantom_config(params).record(),
                         "generator": GENERATOR_VERSION})
     from .folder import LOADER_VERSION, folder_files
 

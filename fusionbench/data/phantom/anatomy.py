@@ -81,8 +81,13 @@ def _disk(x, y, cx, cy, r):
     return (x - cx) ** 2 + (y - cy) ** 2 < r * r
 
 
+#: Phantom 2.0 frames the head as tightly as the trunk (real slices fill 59-83 % of the frame
+#: width at every level), so its head is drawn larger relative to the field of view.
+_HEAD_SEMI_AXES_MM_V2 = (9.4, 7.4)
+
+
 def draw_anatomy(level: str, traits: AnimalTraits, rng: np.random.Generator, size: int,
-                 fov_mm: float) -> np.ndarray:
+                 fov_mm: float, version: str = "1.2") -> np.ndarray:
     """Label map (uint8, ids of :data:`fusionbench.data.ORGANS`) of one cross-section.
 
     Parameters
@@ -97,18 +102,27 @@ def draw_anatomy(level: str, traits: AnimalTraits, rng: np.random.Generator, siz
         Image side in pixels.
     fov_mm : float
         Field of view (mm) covered by the image side.
+    version : str
+        Phantom version: ``"2.0"`` draws a larger head and flattens the trunk's dorsal side (the
+        animal lies prone on the holder), as the real slices are shaped.
     """
     if level not in LEVELS:
         raise ValueError(f"unknown level {level!r}; expected one of {LEVELS}")
     px = fov_mm / size
     coords = (np.arange(size, dtype=np.float32) - (size - 1) / 2) * px
     y, x = np.meshgrid(coords, coords, indexing="ij")  # y grows downward = dorsal
-    ax0, ay0 = _BODY_SEMI_AXES_MM[level]
+    v2 = version != "1.2"
+    ax0, ay0 = _HEAD_SEMI_AXES_MM_V2 if v2 and level == "head" else _BODY_SEMI_AXES_MM[level]
     a = ax0 * traits.scale * rng.uniform(0.96, 1.04)
     b = ay0 * traits.scale * traits.aspect * rng.uniform(0.96, 1.04)
     cx0, cy0 = rng.normal(0.0, 0.4, size=2)
     labels = np.zeros((size, size), dtype=np.uint8)
     body = _blob(x, y, cx0, cy0, a, b, rng.normal(0.0, 0.05), rng, 0.025, orders=(2, 3, 4))
+    if v2 and level != "head":
+        # Prone on the holder: the dorsal side (image bottom) is flattened, so the trunk's section
+        # is D-shaped as in the real slices; the outline keeps rounded corners.
+        flat = cy0 + b * rng.uniform(0.72, 0.86)
+        body &= ndi.gaussian_filter((y < flat).astype(np.float32), 1.5 / px) > 0.5
     if traits.has_tumour and level in ("upper_abdomen", "lower_abdomen"):
         # Subcutaneous tumour: centred just inside the skin, bulging out of the body outline.
         r_t = traits.tumour_radius_mm * (1.0 if level == "lower_abdomen" else 0.75) * rng.uniform(0.9, 1.1)
@@ -131,7 +145,8 @@ def draw_anatomy(level: str, traits: AnimalTraits, rng: np.random.Generator, siz
                      rv * s * b * rng.uniform(0.92, 1.08), np.deg2rad(angle_deg + rng.normal(0, 6)), rng, rough)
         labels[mask & within] = ORGAN_IDS[name]
 
-    def spine(v=0.72):
+    def spine():
+        v = 0.56 if v2 else 0.72  # above the flattened back in 2.0
         r = 1.15 * traits.scale * rng.uniform(0.92, 1.08)
         cx, cy = cx0 + jit(0.02) * a, cy0 + (v + jit(0.02)) * b
         labels[_disk(x, y, cx, cy, r) & inner] = ORGAN_IDS["spine"]

@@ -20,8 +20,15 @@ from .anatomy import LEVELS
 __all__ = ["GENERATOR_VERSION", "SPLITS", "MISALIGN_PRESETS", "DEFAULT_MRI_T2", "DEFAULT_PAT_MUA", "PhantomConfig",
            "split_of", "split_animals"]
 
-#: Bump whenever the generated images change for the same parameters (invalidates caches).
+#: Bump whenever the generated images change for the same parameters (invalidates caches). It
+#: keys the code, not the look: each look is a :data:`VERSIONS` entry chosen by ``version=``.
 GENERATOR_VERSION = "1.2"
+
+#: The phantom's looks, selectable by name (``phantom:version=1.2``) so that every published table
+#: stays reproducible. ``"1.2"``: the first physics-based rendering; ``"2.0"``: geometry, PAT
+#: contrast, reconstruction and MRI texture set from measurements of real images (docs/phantom.md).
+VERSIONS = ("1.2", "2.0")
+DEFAULT_VERSION = "1.2"
 
 SPLITS = ("train", "val", "test")
 _SPLIT_BASE = {"test": 0, "val": 500, "train": 1000}
@@ -49,14 +56,42 @@ DEFAULT_PAT_MUA: tuple[tuple[str, float], ...] = (
 )
 
 
-def _table_tuple(value, name: str) -> tuple[tuple[str, float], ...]:
+#: Phantom 2.0's T2 table: body wall and muscle as bright as the real 7 T images' soft tissue
+#: (median inside the body about 0.49 of the frame's range against 0.31 for 1.2). Visceral fat and
+#: gut content are rendered on top (:func:`.render.render_mri`).
+MRI_T2_V2: tuple[tuple[str, float], ...] = (
+    ("background", 0.0), ("body", 0.42), ("brain", 0.55), ("lung", 0.06), ("heart", 0.40),
+    ("liver", 0.22), ("intestines", 0.62), ("kidneys", 0.78), ("spleen", 0.40), ("spine", 0.14),
+    ("tumour", 0.48), ("vessels", 0.05),
+)
+
+#: Phantom 2.0's absorption: real MSOT images show liver, kidneys, spleen, spine and the great
+#: vessels as bright regions, so their μa is raised over muscle; the fluence still dims them at depth.
+PAT_MUA_V2: tuple[tuple[str, float], ...] = (
+    ("background", 0.002), ("body", 0.022), ("brain", 0.03), ("lung", 0.03), ("heart", 0.06),
+    ("liver", 0.11), ("intestines", 0.035), ("kidneys", 0.08), ("spleen", 0.2), ("spine", 0.07),
+    ("tumour", 0.14), ("vessels", 0.22),
+)
+
+#: Parameters whose default depends on ``version`` (a field left at None takes the version's).
+VERSION_DEFAULTS: dict[str, dict[str, Any]] = {
+    "1.2": {"fov_mm": 40.0, "mri_t2": DEFAULT_MRI_T2, "pat_mua": DEFAULT_PAT_MUA, "mri_noise": 0.03,
+            "mri_texture": 0.06, "pat_noise": 0.04, "pat_texture": 0.5, "pat_band_mhz": (0.5, 6.0),
+            "pat_zero": 0.5},
+    "2.0": {"fov_mm": 31.0, "mri_t2": MRI_T2_V2, "pat_mua": PAT_MUA_V2, "mri_noise": 0.012,
+            "mri_texture": 0.12, "pat_noise": 0.03, "pat_texture": 0.15, "pat_band_mhz": (0.05, 2.0),
+            "pat_zero": 0.3},
+}
+
+
+def _table_tuple(value, name: str, version: str) -> tuple[tuple[str, float], ...]:
     if isinstance(value, str):
         value = json.loads(value)
     items = dict(value.items() if isinstance(value, Mapping) else value)
     unknown = sorted(set(items) - set(ORGAN_IDS))
     if unknown:
         raise ValueError(f"{name}: unknown organ(s) {unknown}; expected names of ORGANS {sorted(ORGAN_IDS)}")
-    base = dict(DEFAULT_MRI_T2 if name == "mri_t2" else DEFAULT_PAT_MUA)
+    base = dict(VERSION_DEFAULTS[version][name])
     base.update({k: float(v) for k, v in items.items()})
     bad = [k for k, v in base.items() if not (math.isfinite(v) and v >= 0)]
     if bad:
@@ -103,6 +138,12 @@ class PhantomConfig:
         Body levels per animal.
     keep_physics : bool
         Also keep ``fluence`` and ``p0`` (PAT frame) in ``Case.meta``.
+    version : str
+        The look (:data:`VERSIONS`): anatomy framing, rendering and every parameter above left at
+        None take this version's values (:data:`VERSION_DEFAULTS`).
+    pat_zero : float
+        Stored gray value of zero pressure (the water): 0.5 in 1.2, 0.3 in 2.0 as measured on
+        real 8-bit MSOT exports.
     """
 
     n_train_animals: int = 40
@@ -113,24 +154,32 @@ class PhantomConfig:
     seed: int = 0
     fluence: str = "diffusion"
     tumour_prob: float = 0.4
-    mri_t2: tuple = DEFAULT_MRI_T2
-    pat_mua: tuple = DEFAULT_PAT_MUA
-    fov_mm: float = 40.0
+    mri_t2: tuple | None = None
+    pat_mua: tuple | None = None
+    fov_mm: float | None = None
     mus_prime: float = 1.0
-    mri_noise: float = 0.03
+    mri_noise: float | None = None
     mri_bias: float = 0.25
-    mri_texture: float = 0.06
-    pat_noise: float = 0.04
-    pat_texture: float = 0.5
+    mri_texture: float | None = None
+    pat_noise: float | None = None
+    pat_texture: float | None = None
     pat_sos_error: float = 0.0
-    pat_band_mhz: tuple = (0.5, 6.0)
+    pat_band_mhz: tuple | None = None
     levels: tuple = LEVELS
     keep_physics: bool = False
+    version: str = DEFAULT_VERSION
+    pat_zero: float | None = None
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
-        set_("mri_t2", _table_tuple(self.mri_t2, "mri_t2"))
-        set_("pat_mua", _table_tuple(self.pat_mua, "pat_mua"))
+        set_("version", str(self.version))
+        if self.version not in VERSIONS:
+            raise ValueError(f"version must be one of {list(VERSIONS)}, got {self.version!r}")
+        for key, value in VERSION_DEFAULTS[self.version].items():
+            if getattr(self, key) is None:
+                set_(key, value)
+        set_("mri_t2", _table_tuple(self.mri_t2, "mri_t2", self.version))
+        set_("pat_mua", _table_tuple(self.pat_mua, "pat_mua", self.version))
         set_("levels", tuple(self.levels))
         set_("pat_band_mhz", tuple(float(b) for b in self.pat_band_mhz))
         for split in SPLITS:
@@ -157,6 +206,8 @@ class PhantomConfig:
         for name in ("mri_noise", "mri_bias", "mri_texture", "pat_noise", "pat_texture", "pat_sos_error"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0")
+        if not 0 < self.pat_zero < 1:
+            raise ValueError(f"pat_zero must lie in (0, 1), got {self.pat_zero}")
         if self.mri_bias >= 1:
             raise ValueError("mri_bias is a ± fraction and must be < 1")
 
@@ -182,6 +233,8 @@ class PhantomConfig:
         out: dict[str, Any] = {}
         for key, value in params.items():
             default = fields[key].default
+            if default is None:
+                default = VERSION_DEFAULTS[DEFAULT_VERSION][key]
             if isinstance(value, str) and not isinstance(default, str):
                 text = value.strip()
                 try:
@@ -214,9 +267,18 @@ class PhantomConfig:
             out.setdefault("n_val_animals", max(1, math.ceil(n_test / 3)))
         return cls(**out)
 
+    def record(self) -> dict[str, Any]:
+        """Every parameter, as keyed in dataset fingerprints and caches. Version 1.2 leaves out
+        the keys it predates (``version``, ``pat_zero`` at 0.5), so its fingerprints, caches and
+        the provenance of weights trained on it stay as they were."""
+        d = dataclasses.asdict(self)
+        if self.version == "1.2" and self.pat_zero == 0.5:
+            del d["version"], d["pat_zero"]
+        return d
+
     def render_params(self) -> dict[str, Any]:
         """Parameters that determine a case's content (all but the split sizes): the cache key."""
-        d = dataclasses.asdict(self)
+        d = self.record()
         for split in SPLITS:
             d.pop(f"n_{split}_animals")
         return d

@@ -46,18 +46,19 @@ def generate_case(cfg: PhantomConfig, animal: int, level: str) -> Case:
         raise ValueError(f"unknown level {level!r}; expected one of {LEVELS}")
     split = split_of(int(animal))
     traits = draw_animal(_rng(cfg, animal, None, "animal"), cfg.tumour_prob)
-    labels_mri = draw_anatomy(level, traits, _rng(cfg, animal, level, "anatomy"), cfg.size, cfg.fov_mm)
+    labels_mri = draw_anatomy(level, traits, _rng(cfg, animal, level, "anatomy"), cfg.size, cfg.fov_mm,
+                              version=cfg.version)
     flow_true, flow_inv, max_disp = misalignment(cfg, _rng(cfg, animal, level, "deform"), labels_mri > 0)
     labels_pat = warp(labels_mri, flow_inv, order=0) if max_disp > 0 else labels_mri.copy()
     mri = render_mri(cfg, labels_mri, _rng(cfg, animal, level, "mri"))
     pat, signed, scale, phi, p0 = render_pat(cfg, labels_pat, _rng(cfg, animal, level, "pat"))
     meta: dict[str, Any] = {
         "level": level, "animal": int(animal), "split": split, "px_mm": cfg.px_mm,
-        "pat_scale": scale, "pat_zero": 0.5,
-        "pat_signed": "signed = (pat - pat_zero) * 2 * pat_scale",
+        "pat_scale": scale, "pat_zero": cfg.pat_zero,
+        "pat_signed": "signed = (pat - pat_zero) / (1 - pat_zero) * pat_scale",
         "pat_saturated": float(np.mean((pat <= 0) | (pat >= 1))),
         "max_disp_px": max_disp, "has_tumour": bool((labels_mri == ORGAN_IDS["tumour"]).any()),
-        "seed": int(cfg.seed), "misalign": cfg.misalign, "fluence": cfg.fluence,
+        "seed": int(cfg.seed), "misalign": cfg.misalign, "fluence": cfg.fluence, "version": cfg.version,
         "generator_version": GENERATOR_VERSION, "flow_mri_to_pat": flow_inv,
     }
     if cfg.keep_physics:
