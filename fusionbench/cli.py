@@ -325,21 +325,71 @@ def phantom_cmd(out: Path = typer.Option(..., "--out", "-o", help="folder to wri
                 split: str = typer.Option("test", "--split", help="train | val | test"),
                 jobs: Optional[int] = typer.Option(None, "--jobs", "-j",
                                                    help="worker processes for missing cases (default: cores)"),
-                progress: bool = typer.Option(True, "--progress/--no-progress")) -> None:
+                progress: bool = typer.Option(True, "--progress/--no-progress"),
+                version: Optional[str] = typer.Option(None, "--version",
+                                                      help="phantom look: 1.2 | 2.0 (default: the default's)"),
+                realism: Optional[list[str]] = typer.Option(
+                    None, "--realism", metavar="FOLDER",
+                    help="instead of writing the phantom, compare it with real images (a dataset folder; "
+                         "repeatable) and write realism.csv and realism.png to OUT")) -> None:
     """Write the built-in phantom data set to a folder (usable as --dataset folder:OUT).
 
     Writes pat/, mri/, labels_mri/, labels_pat/ (PNG), flow/ (.npy, PAT -> MRI), manifest.csv, preview.png.
+    With --realism, compares the first N phantom pairs of the split with every case of the real
+    folders instead (intensities inside and outside the body, power spectrum, gradients, body size).
 
     Cases are read from (or generated into) the phantom cache under $FUSIONBENCH_CACHE.
     """
     from .data.phantom import write_phantom_folder
 
+    if realism:
+        _realism(out, realism, n=n, size=size, seed=seed, split=split, jobs=jobs, version=version)
+        return
     try:
         path = write_phantom_folder(out, n=n, size=size, misalign=misalign, seed=seed, split=split, jobs=jobs,
-                                    progress=progress)
+                                    progress=progress, version=version)
     except ValueError as exc:
         _fail(str(exc))
     console.print(f"wrote {n} phantom cases to {path}")
+
+
+def _realism(out: Path, folders: list[str], *, n: int, size: int, seed: int, split: str, jobs, version) -> None:
+    from .data.folder import load_folder
+    from .data.io import ImageError
+    from .data.phantom import DEFAULT_VERSION, PhantomConfig, load_phantom
+    from .data.realism import realism_report
+
+    version = version or DEFAULT_VERSION
+    try:
+        cfg = PhantomConfig.from_params(n=n, size=size, misalign="none", seed=seed, version=version)
+        sets = {f"phantom {version}": load_phantom(split, cfg, jobs=jobs)[:n]}
+        for folder in folders:
+            name = Path(folder.removeprefix("folder:")).name
+            sets[name] = load_folder(folder.removeprefix("folder:"))
+        rows = realism_report(sets, out)
+    except (ValueError, ImageError) as exc:
+        _fail(str(exc))
+    names = list(sets)
+    for modality in ("pat", "mri"):
+        part = [r for r in rows if r["modality"] == modality]
+        if not part:
+            continue
+        table = Table(title=f"{modality.upper()}: per-image median (10th-90th percentile); "
+                            f"distances (last rows) from {part[0]['reference']}")
+        table.add_column("statistic")
+        present = [k for k in names if k in part[0]]
+        for k in present:
+            table.add_column(k, justify="right")
+        for r in part:
+            cells = []
+            for k in present:
+                if f"{k}_p10" in r:
+                    cells.append(f"{r[k]:.3f} ({r[f'{k}_p10']:.3f}-{r[f'{k}_p90']:.3f})")
+                else:
+                    cells.append(f"{r[k]:.3f}")
+            table.add_row(r["statistic"], *cells)
+        console.print(table)
+    console.print(f"wrote {out / 'realism.csv'} and {out / 'realism.png'}")
 
 
 @app.command("score")

@@ -22,7 +22,7 @@ from scipy.stats import wasserstein_distance
 from .case import Case
 from .misalign import body_mask
 
-__all__ = ["SIDE", "FREQS", "ImageStats", "image_stats", "case_stats", "compare", "SUMMARY_KEYS"]
+__all__ = ["SIDE", "FREQS", "ImageStats", "image_stats", "case_stats", "compare", "realism_report", "SUMMARY_KEYS"]
 
 #: Side (pixels) every image is resampled to before its statistics are taken.
 SIDE = 256
@@ -180,3 +180,81 @@ def compare(sets: dict[str, Iterable[ImageStats]]) -> list[dict]:
         row[name] = float(np.nanmean(np.abs(spectra[name] - spectra[ref])))
     rows.append(row)
     return rows
+
+
+def realism_report(sets: dict[str, Sequence[Case]], out_dir, *, reference: str | None = None,
+                   log=print) -> list[dict]:
+    """Compare sets of cases modality by modality; write ``realism.csv`` and ``realism.png``.
+
+    Parameters
+    ----------
+    sets : dict of name → cases
+        E.g. ``{"phantom 2.0": ..., "real pairs": ..., "real PAT": ...}``; a PAT-only set takes
+        part in the PAT comparison only.
+    out_dir : path-like
+        Folder for the outputs (created).
+    reference : str, optional
+        The set the distances are measured from (default: the first set other than the first,
+        i.e. the first real set when the phantom comes first).
+
+    Returns
+    -------
+    list of dict
+        The table's rows, each with its ``modality``.
+    """
+    from pathlib import Path
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stats = {name: [case_stats(c) for c in cases] for name, cases in sets.items()}
+    rows: list[dict] = []
+    per_modality = {}
+    for modality in ("pat", "mri"):
+        have = {name: [s[modality] for s in st if modality in s] for name, st in stats.items()}
+        have = {k: v for k, v in have.items() if v}
+        if len(have) < 2:
+            continue
+        names = list(have)
+        ref = reference if reference in have else names[1 if len(names) > 1 else 0]
+        ordered = {ref: have[ref], **{k: v for k, v in have.items() if k != ref}}
+        per_modality[modality] = ordered
+        for row in compare(ordered):
+            rows.append({"modality": modality, "reference": ref, **row})
+    if not rows:
+        raise ValueError("realism_report: no modality is present in two sets")
+    import csv
+
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with open(out / "realism.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    _figure(per_modality, out / "realism.png")
+    return rows
+
+
+def _figure(per_modality: dict[str, dict[str, list[ImageStats]]], path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    kinds = (("inside", "intensity inside the body"), ("outside", "intensity outside the body"),
+             ("gradient", "gradient magnitude inside the body"), ("spectrum", "radial power spectrum"))
+    fig, axes = plt.subplots(len(per_modality), 4, figsize=(16, 3.4 * len(per_modality)), squeeze=False)
+    for r, (modality, sets) in enumerate(per_modality.items()):
+        for c, (kind, title) in enumerate(kinds):
+            ax = axes[r, c]
+            for name, st in sets.items():
+                if kind == "spectrum":
+                    ax.loglog(FREQS, 10 ** np.nanmean([s.spectrum for s in st], axis=0), label=name)
+                    ax.set_xlabel("cycles / pixel (at 256²)")
+                    continue
+                values = np.concatenate([getattr(s, kind) for s in st])
+                top = 0.25 if kind == "gradient" else 1.0
+                ax.hist(values, bins=80, range=(0, top), density=True, histtype="step", label=name)
+            ax.set_title(f"{modality.upper()}: {title}", fontsize=10)
+        axes[r, 0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

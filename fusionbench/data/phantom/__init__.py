@@ -40,11 +40,11 @@ from __future__ import annotations
 
 from .anatomy import LEVELS
 from .cache import load_phantom
-from .config import (DEFAULT_MRI_T2, DEFAULT_PAT_MUA, GENERATOR_VERSION, MISALIGN_PRESETS, SPLITS, PhantomConfig,
-                     split_animals, split_of)
+from .config import (DEFAULT_MRI_T2, DEFAULT_PAT_MUA, DEFAULT_VERSION, GENERATOR_VERSION, MISALIGN_PRESETS, SPLITS,
+                     VERSIONS, PhantomConfig, split_animals, split_of)
 from .export import LABEL_COLOURS, display, preview_grid, write_phantom_folder
 from .generate import generate_case
 
-__all__ = ["GENERATOR_VERSION", "LEVELS", "SPLITS", "MISALIGN_PRESETS", "DEFAULT_MRI_T2", "DEFAULT_PAT_MUA",
+__all__ = ["GENERATOR_VERSION", "VERSIONS", "DEFAULT_VERSION", "LEVELS", "SPLITS", "MISALIGN_PRESETS", "DEFAULT_MRI_T2", "DEFAULT_PAT_MUA",
            "PhantomConfig", "generate_case", "split_animals", "split_of", "load_phantom", "display",
            "write_phantom_folder", "preview_grid", "LABEL_COLOURS"]

@@ -186,7 +186,8 @@ def draw_anatomy(level: str, traits: AnimalTraits, rng: np.random.Generator, siz
     shell = body & ~ndi.binary_erosion(body, iterations=max(1, int(round(1.0 / px))))
     rr, cc = np.nonzero(shell & ~ndi.binary_erosion(body, iterations=max(1, int(round(0.3 / px)))))
     if rr.size:
-        n_vessels = int(rng.integers(8, 21))
+        # 2.0: fewer, as real MSOT rims show a few bright vessels, not a string of beads.
+        n_vessels = int(rng.integers(3, 9) if v2 else rng.integers(8, 21))
         pick = rng.choice(rr.size, size=min(n_vessels, rr.size), replace=False)
         radius = max(0.18, 0.55 * px)  # at least about one pixel across
         for i in pick:

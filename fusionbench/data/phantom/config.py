@@ -68,7 +68,7 @@ MRI_T2_V2: tuple[tuple[str, float], ...] = (
 #: Phantom 2.0's absorption: real MSOT images show liver, kidneys, spleen, spine and the great
 #: vessels as bright regions, so their μa is raised over muscle; the fluence still dims them at depth.
 PAT_MUA_V2: tuple[tuple[str, float], ...] = (
-    ("background", 0.002), ("body", 0.022), ("brain", 0.03), ("lung", 0.03), ("heart", 0.06),
+    ("background", 0.002), ("body", 0.03), ("brain", 0.035), ("lung", 0.03), ("heart", 0.06),
     ("liver", 0.11), ("intestines", 0.035), ("kidneys", 0.08), ("spleen", 0.2), ("spine", 0.07),
     ("tumour", 0.14), ("vessels", 0.22),
 )
@@ -77,10 +77,10 @@ PAT_MUA_V2: tuple[tuple[str, float], ...] = (
 VERSION_DEFAULTS: dict[str, dict[str, Any]] = {
     "1.2": {"fov_mm": 40.0, "mri_t2": DEFAULT_MRI_T2, "pat_mua": DEFAULT_PAT_MUA, "mri_noise": 0.03,
             "mri_texture": 0.06, "pat_noise": 0.04, "pat_texture": 0.5, "pat_band_mhz": (0.5, 6.0),
-            "pat_zero": 0.5},
+            "pat_zero": 0.5, "pat_white": 1.0},
     "2.0": {"fov_mm": 31.0, "mri_t2": MRI_T2_V2, "pat_mua": PAT_MUA_V2, "mri_noise": 0.012,
-            "mri_texture": 0.12, "pat_noise": 0.03, "pat_texture": 0.15, "pat_band_mhz": (0.05, 2.0),
-            "pat_zero": 0.3},
+            "mri_texture": 0.12, "pat_noise": 0.03, "pat_texture": 0.15, "pat_band_mhz": (0.12, 3.0),
+            "pat_zero": 0.27, "pat_white": 0.8},
 }
 
 
@@ -141,9 +141,10 @@ class PhantomConfig:
     version : str
         The look (:data:`VERSIONS`): anatomy framing, rendering and every parameter above left at
         None take this version's values (:data:`VERSION_DEFAULTS`).
-    pat_zero : float
-        Stored gray value of zero pressure (the water): 0.5 in 1.2, 0.3 in 2.0 as measured on
-        real 8-bit MSOT exports.
+    pat_zero, pat_white : float
+        Stored gray values of zero pressure (the water) and of the 99.9th percentile of the
+        reconstruction's magnitude: 0.5 and 1 in 1.2; 0.24 and 0.76 in 2.0, as measured on the
+        real 8-bit MSOT exports (docs/phantom.md).
     """
 
     n_train_animals: int = 40
@@ -169,6 +170,7 @@ class PhantomConfig:
     keep_physics: bool = False
     version: str = DEFAULT_VERSION
     pat_zero: float | None = None
+    pat_white: float | None = None
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
@@ -206,8 +208,9 @@ class PhantomConfig:
         for name in ("mri_noise", "mri_bias", "mri_texture", "pat_noise", "pat_texture", "pat_sos_error"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0")
-        if not 0 < self.pat_zero < 1:
-            raise ValueError(f"pat_zero must lie in (0, 1), got {self.pat_zero}")
+        if not 0 < self.pat_zero < self.pat_white <= 1:
+            raise ValueError(f"need 0 < pat_zero < pat_white <= 1, got pat_zero={self.pat_zero}, "
+                             f"pat_white={self.pat_white}")
         if self.mri_bias >= 1:
             raise ValueError("mri_bias is a ± fraction and must be < 1")
 
@@ -269,11 +272,11 @@ class PhantomConfig:
 
     def record(self) -> dict[str, Any]:
         """Every parameter, as keyed in dataset fingerprints and caches. Version 1.2 leaves out
-        the keys it predates (``version``, ``pat_zero`` at 0.5), so its fingerprints, caches and
-        the provenance of weights trained on it stay as they were."""
+        the keys it predates (``version``, ``pat_zero`` at 0.5, ``pat_white`` at 1), so its
+        fingerprints, caches and the provenance of weights trained on it stay as they were."""
         d = dataclasses.asdict(self)
-        if self.version == "1.2" and self.pat_zero == 0.5:
-            del d["version"], d["pat_zero"]
+        if self.version == "1.2" and (self.pat_zero, self.pat_white) == (0.5, 1.0):
+            del d["version"], d["pat_zero"], d["pat_white"]
         return d
 
     def render_params(self) -> dict[str, Any]:

@@ -74,17 +74,20 @@ def preview_grid(cases: list[Case], max_rows: int = 8) -> np.ndarray:
 
 
 def write_phantom_folder(out_dir, *, n: int = 64, size: int = 256, misalign: str = "moderate", seed: int = 0,
-                         split: str = "test", cache_dir=None, jobs: int | None = None, progress: bool = False) -> Path:
+                         split: str = "test", cache_dir=None, jobs: int | None = None, progress: bool = False,
+                         version: str | None = None) -> Path:
     """Write ``n`` phantom pairs of ``split`` as files a person (or ``folder:`` loader) can read.
 
     Layout: ``pat/ID.png`` and ``mri/ID.png`` (8-bit; PAT zero at mid-gray), ``labels_mri/ID.png``
     and ``labels_pat/ID.png`` (8-bit label ids), ``flow/ID.npy`` (float32 (2, H, W), PAT -> MRI),
     ``manifest.csv`` (id,pat,mri,labels_mri,labels_pat,flow,split; paths relative to the folder)
-    and ``preview.png``. The test split has ``4·ceil(n/4)`` pairs; the first ``n`` are written.
+    and ``preview.png`` (``version``: the phantom's look, default :data:`.config.DEFAULT_VERSION`).
+    The test split has ``4·ceil(n/4)`` pairs; the first ``n`` are written.
     """
     import imageio.v3 as iio
 
-    cfg = PhantomConfig.from_params(n=n, size=size, misalign=misalign, seed=seed)
+    extra = {} if version is None else {"version": version}
+    cfg = PhantomConfig.from_params(n=n, size=size, misalign=misalign, seed=seed, **extra)
     cases = load_phantom(split, cfg, cache_dir=cache_dir, jobs=jobs, progress=progress)[:n]
     out = Path(out_dir)
     rows = []

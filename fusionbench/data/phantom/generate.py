@@ -55,7 +55,7 @@ def generate_case(cfg: PhantomConfig, animal: int, level: str) -> Case:
     meta: dict[str, Any] = {
         "level": level, "animal": int(animal), "split": split, "px_mm": cfg.px_mm,
         "pat_scale": scale, "pat_zero": cfg.pat_zero,
-        "pat_signed": "signed = (pat - pat_zero) / (1 - pat_zero) * pat_scale",
+        "pat_white": cfg.pat_white, "pat_signed": "signed = (pat - pat_zero) / (pat_white - pat_zero) * pat_scale",
         "pat_saturated": float(np.mean((pat <= 0) | (pat >= 1))),
         "max_disp_px": max_disp, "has_tumour": bool((labels_mri == ORGAN_IDS["tumour"]).any()),
         "seed": int(cfg.seed), "misalign": cfg.misalign, "fluence": cfg.fluence, "version": cfg.version,

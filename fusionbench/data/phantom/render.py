@@ -43,7 +43,7 @@ def _mri_v2_tissue(cfg: PhantomConfig, labels: np.ndarray, t2: np.ndarray, rng: 
     if (labels == ORGAN_IDS["brain"]).any():
         fat = np.zeros_like(body_tissue)
     else:
-        field_ = _smooth_noise(rng, (n, n), 3.0 * scale)
+        field_ = _smooth_noise(rng, (n, n), 6.0 * scale)
         fat = body_tissue & inner & (field_ > np.percentile(field_[body_tissue], 70) if body_tissue.any() else False)
     t2 = np.where(fat, 0.88, t2)
     gut = labels == ORGAN_IDS["intestines"]
@@ -55,7 +55,7 @@ def _mri_v2_tissue(cfg: PhantomConfig, labels: np.ndarray, t2: np.ndarray, rng: 
         inside = np.where(content[loops] == 0.5, mixed, content[loops])
         t2 = np.where(gut & ~lumen, 0.35, np.where(lumen, inside, t2))
     parenchyma = np.isin(labels, [ORGAN_IDS[k] for k in ("liver", "kidneys", "spleen", "brain", "heart", "tumour")])
-    fine = 1.0 + cfg.mri_texture * _smooth_noise(rng, (n, n), 0.8 * scale)
+    fine = 1.0 + cfg.mri_texture * _smooth_noise(rng, (n, n), 1.5 * scale)
     return np.where(parenchyma | body_tissue, t2 * fine, t2)
 
 
@@ -71,7 +71,7 @@ def render_mri(cfg: PhantomConfig, labels: np.ndarray, rng: np.random.Generator)
     texture = 1.0 + cfg.mri_texture * _smooth_noise(rng, (n, n), 1.5 * n / 256)
     gut = labels == ORGAN_IDS["intestines"]
     texture = np.where(gut, texture + 2.0 * cfg.mri_texture * _smooth_noise(rng, (n, n), 1.0), texture)
-    img = ndi.gaussian_filter(t2 * texture, 0.7 if cfg.version == "1.2" else 0.9 * n / 256)
+    img = ndi.gaussian_filter(t2 * texture, 0.7 if cfg.version == "1.2" else 1.2 * n / 256)
     # Smooth multiplicative bias field exp(quadratic polynomial) spanning ±mri_bias.
     yy, xx = np.meshgrid(np.linspace(-1, 1, n), np.linspace(-1, 1, n), indexing="ij")
     coef = rng.normal(size=5)
@@ -108,5 +108,5 @@ def render_pat(cfg: PhantomConfig, labels: np.ndarray, rng: np.random.Generator)
                                      sos_error=cfg.pat_sos_error)
     scale = float(np.percentile(np.abs(signed), 99.9)) or 1.0
     zero = cfg.pat_zero
-    pat = np.clip(zero + (1.0 - zero) * signed / scale, 0.0, 1.0).astype(np.float32)
+    pat = np.clip(zero + (cfg.pat_white - zero) * signed / scale, 0.0, 1.0).astype(np.float32)
     return pat, signed, scale, phi, p0
