@@ -66,20 +66,23 @@ MRI_T2_V2: tuple[tuple[str, float], ...] = (
 )
 
 #: Phantom 2.0's absorption: real MSOT images show liver, kidneys, spleen, spine and the great
-#: vessels as bright regions, so their μa is raised over muscle; the fluence still dims them at depth.
+#: vessels as bright regions, so their μa is raised over muscle. With 2.0's lower effective
+#: scattering (``mus_prime`` 0.6/mm: light also reaches the slice from above and below it, which
+#: a 2-D diffusion model can only mimic by attenuating less) a deep liver still shows as a region
+#: instead of shadowing itself.
 PAT_MUA_V2: tuple[tuple[str, float], ...] = (
-    ("background", 0.002), ("body", 0.03), ("brain", 0.035), ("lung", 0.03), ("heart", 0.06),
-    ("liver", 0.11), ("intestines", 0.035), ("kidneys", 0.08), ("spleen", 0.2), ("spine", 0.07),
+    ("background", 0.002), ("body", 0.015), ("brain", 0.025), ("lung", 0.025), ("heart", 0.06),
+    ("liver", 0.1), ("intestines", 0.035), ("kidneys", 0.08), ("spleen", 0.2), ("spine", 0.07),
     ("tumour", 0.14), ("vessels", 0.22),
 )
 
 #: Parameters whose default depends on ``version`` (a field left at None takes the version's).
 VERSION_DEFAULTS: dict[str, dict[str, Any]] = {
-    "1.2": {"fov_mm": 40.0, "mri_t2": DEFAULT_MRI_T2, "pat_mua": DEFAULT_PAT_MUA, "mri_noise": 0.03,
+    "1.2": {"fov_mm": 40.0, "mus_prime": 1.0, "mri_t2": DEFAULT_MRI_T2, "pat_mua": DEFAULT_PAT_MUA, "mri_noise": 0.03,
             "mri_texture": 0.06, "pat_noise": 0.04, "pat_texture": 0.5, "pat_band_mhz": (0.5, 6.0),
             "pat_zero": 0.5, "pat_white": 1.0},
-    "2.0": {"fov_mm": 31.0, "mri_t2": MRI_T2_V2, "pat_mua": PAT_MUA_V2, "mri_noise": 0.012,
-            "mri_texture": 0.12, "pat_noise": 0.03, "pat_texture": 0.15, "pat_band_mhz": (0.12, 3.0),
+    "2.0": {"fov_mm": 30.0, "mus_prime": 0.6, "mri_t2": MRI_T2_V2, "pat_mua": PAT_MUA_V2, "mri_noise": 0.012,
+            "mri_texture": 0.12, "pat_noise": 0.03, "pat_texture": 0.15, "pat_band_mhz": (0.05, 3.0),
             "pat_zero": 0.27, "pat_white": 0.8},
 }
 
@@ -158,7 +161,7 @@ class PhantomConfig:
     mri_t2: tuple | None = None
     pat_mua: tuple | None = None
     fov_mm: float | None = None
-    mus_prime: float = 1.0
+    mus_prime: float | None = None
     mri_noise: float | None = None
     mri_bias: float = 0.25
     mri_texture: float | None = None
