@@ -27,7 +27,7 @@ __all__ = ["SIDE", "FREQS", "ImageStats", "image_stats", "case_stats", "compare"
 #: Side (pixels) every image is resampled to before its statistics are taken.
 SIDE = 256
 #: Centres (cycles per pixel at :data:`SIDE`) of the radial spectrum's log-spaced bins.
-_EDGES = np.geomspace(1.0 / SIDE, 0.5, 25)
+_EDGES = np.geomspace(0.9 / SIDE, 0.5, 19)  # 18 bins, each holding at least 4 FFT frequencies
 FREQS = np.sqrt(_EDGES[:-1] * _EDGES[1:])
 _SUBSAMPLE = 4000  # pooled values kept per image and distribution (deterministic stride)
 
