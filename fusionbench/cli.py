@@ -327,7 +327,8 @@ def phantom_cmd(out: Path = typer.Option(..., "--out", "-o", help="folder to wri
                                                    help="worker processes for missing cases (default: cores)"),
                 progress: bool = typer.Option(True, "--progress/--no-progress"),
                 version: Optional[str] = typer.Option(None, "--version",
-                                                      help="phantom look: 1.2 | 2.0 (default: the default's)"),
+                                                      help="phantom look: 1.2 | 2.0 (default: the default's); "
+                                                           "with --realism a list, e.g. 1.2,2.0"),
                 realism: Optional[list[str]] = typer.Option(
                     None, "--realism", metavar="FOLDER",
                     help="instead of writing the phantom, compare it with real images (a dataset folder; "
@@ -359,14 +360,16 @@ def _realism(out: Path, folders: list[str], *, n: int, size: int, seed: int, spl
     from .data.phantom import DEFAULT_VERSION, PhantomConfig, load_phantom
     from .data.realism import realism_report
 
-    version = version or DEFAULT_VERSION
+    versions = [v.strip() for v in (version or DEFAULT_VERSION).split(",") if v.strip()]
     try:
-        cfg = PhantomConfig.from_params(n=n, size=size, misalign="none", seed=seed, version=version)
-        sets = {f"phantom {version}": load_phantom(split, cfg, jobs=jobs)[:n]}
+        sets = {}
+        for v in versions:
+            cfg = PhantomConfig.from_params(n=n, size=size, misalign="none", seed=seed, version=v)
+            sets[f"phantom {v}"] = load_phantom(split, cfg, jobs=jobs)[:n]
         for folder in folders:
             name = Path(folder.removeprefix("folder:")).name
             sets[name] = load_folder(folder.removeprefix("folder:"))
-        rows = realism_report(sets, out)
+        rows = realism_report(sets, out, reference=Path(folders[0].removeprefix("folder:")).name)
     except (ValueError, ImageError) as exc:
         _fail(str(exc))
     names = list(sets)

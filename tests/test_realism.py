@@ -98,11 +98,13 @@ def test_realism_command_writes_table_and_figure(tmp_path):
     (real / "manifest.csv").write_text("id,pat,mri\n" + "\n".join(rows) + "\n")
     out = tmp_path / "report"
     result = CliRunner().invoke(app, ["phantom", "--realism", str(real), "--out", str(out), "--n", "4",
-                                      "--size", "64", "--version", "2.0", "-j", "1"])
+                                      "--size", "64", "--version", "1.2,2.0", "-j", "1"])
     assert result.exit_code == 0, result.output
     table = list(csv.DictReader(open(out / "realism.csv")))
     assert {r["modality"] for r in table} == {"pat", "mri"} and (out / "realism.png").stat().st_size > 10_000
     width = next(r for r in table if r["modality"] == "mri" and r["statistic"] == "body_width")
     assert float(width["real"]) == pytest.approx(0.66, abs=0.03)  # disks of diameter 60-64 in 96 px
+    assert float(width["phantom 1.2"]) < 0.59 < float(width["phantom 2.0"])  # 2.0 frames the body as real slices
+    assert width["reference"] == "real"
     bad = CliRunner().invoke(app, ["phantom", "--realism", str(tmp_path / "nowhere"), "--out", str(out)])
     assert bad.exit_code != 0 and "nowhere" in bad.output and "Traceback" not in bad.output
