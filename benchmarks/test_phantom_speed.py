@@ -9,19 +9,22 @@ import dataclasses
 import pytest
 
 from fusionbench.data.phantom.pat_physics import ring_system
-from fusionbench.data.phantom import LEVELS, PhantomConfig, generate_case
+from fusionbench.data.phantom import LEVELS, VERSIONS, PhantomConfig, generate_case
 
 CFG = PhantomConfig(size=256)
+CONFIGS = {v: PhantomConfig(size=256, version=v) for v in VERSIONS}
 
 
 @pytest.fixture(scope="module", autouse=True)
 def warm_ring_system():
-    ring_system(CFG.size, CFG.fov_mm)  # built once per process and size, shared by all cases
+    for cfg in CONFIGS.values():  # built once per process, size and field of view, shared by all cases
+        ring_system(cfg.size, cfg.fov_mm)
 
 
+@pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("level", LEVELS)
-def test_generate_case_256(benchmark, level):
-    case = benchmark(generate_case, CFG, 7, level)
+def test_generate_case_256(benchmark, level, version):
+    case = benchmark(generate_case, CONFIGS[version], 7, level)
     assert case.shape == (256, 256)
 
 

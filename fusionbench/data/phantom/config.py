@@ -146,7 +146,7 @@ class PhantomConfig:
         None take this version's values (:data:`VERSION_DEFAULTS`).
     pat_zero, pat_white : float
         Stored gray values of zero pressure (the water) and of the 99.9th percentile of the
-        reconstruction's magnitude: 0.5 and 1 in 1.2; 0.24 and 0.76 in 2.0, as measured on the
+        reconstruction's magnitude: 0.5 and 1 in 1.2; 0.27 and 0.8 in 2.0, set from the
         real 8-bit MSOT exports (docs/phantom.md).
     """
 
