@@ -277,7 +277,13 @@ def fit_cmd(method: str = typer.Argument(...), dataset: str = typer.Option("phan
             settings: Optional[list[str]] = typer.Option(None, "--set", help="KEY=VALUE passed to the method "
                                                          "(repeatable)"),
             ship: bool = typer.Option(False, "--ship", help="maintainers: make the fitted weights the "
-                                      "plugin's shipped weights (with their provenance)"),
+                                      "plugin's shipped weights (with their provenance); only when the "
+                                      "validation curve has stopped improving"),
+            budget: Optional[str] = typer.Option(None, "--budget", help="wall-clock time for this session, "
+                                                 "e.g. 2h, 90m, 1h30m: training stops at the next checkpoint "
+                                                 "after it (exit code 75); the same command continues"),
+            val_every: Optional[int] = typer.Option(None, "--val-every", help="steps between validation "
+                                                    "points (default: about 50 per run)"),
             cache_dir: Optional[Path] = typer.Option(None, "--cache-dir",
                                                      help="default $FUSIONBENCH_CACHE/weights or "
                                                           "~/.cache/fusionbench/weights")) -> None:
@@ -285,21 +291,28 @@ def fit_cmd(method: str = typer.Argument(...), dataset: str = typer.Option("phan
 
     A run uses the weights when it creates the method alike: ``fusionbench fit pamrfuse+ --preset
     paper`` then ``fusionbench run --methods pamrfuse+ --set pamrfuse+.preset=paper``. An
-    interrupted fit resumes from its checkpoint when the same command is run again.
+    interrupted fit resumes from its checkpoint when the same command is run again. The length of
+    a run is the method's setting (``--set steps=N``; PAMRFuse+ ``--set epochs_stage1=..``); the
+    dataset's val split is scored along the way (curves.png beside the checkpoints, the curve and
+    its last-20 % trend in the weights' provenance).
     """
     from .data.datasets import load_dataset
+    from .fitting import BudgetExhausted, FitControl, parse_budget
     from .methods import get_method_info
     from .runner import RunError, fit_method, resolve_device
-    from .weights import WeightsError, ship_weights
+    from .weights import WeightsError, converged, ship_weights
 
     try:
         info = get_method_info(method)
         dev = resolve_device(device)
-    except (KeyError, RunError) as exc:
+        seconds = parse_budget(budget)
+    except (KeyError, RunError, ValueError) as exc:
         _fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
     if not info.trainable:
         console.print(f"{method} is not trainable; nothing to fit")
         return
+    if val_every is not None and val_every < 1:
+        _fail(f"--val-every must be >= 1, got {val_every}")
     try:
         options = _method_settings(settings or [], per_method=False)
         if preset is not None:
@@ -307,9 +320,24 @@ def fit_cmd(method: str = typer.Argument(...), dataset: str = typer.Option("phan
         cases = load_dataset(dataset, split="train")
         if not all(c.has_mri for c in cases):
             _fail(f"dataset {dataset!r} is PAT-only (no MRI images); {info.name} trains on PAT/MRI pairs")
-        fitted, state = fit_method(info.name, dataset, cache_dir=cache_dir, device=dev, settings=options,
-                                   train_cases=cases, allow_fit=True, log=console.print)
+        try:
+            val_cases = load_dataset(dataset, split="val")
+        except ValueError:
+            val_cases = []
+        if not val_cases:
+            console.print(f"{dataset}: no val split; training without a validation curve (such weights "
+                          "cannot be shipped)", highlight=False)
+        control = FitControl(budget=seconds, val_cases=val_cases or None, val_every=val_every)
+        try:
+            fitted, state = fit_method(info.name, dataset, cache_dir=cache_dir, device=dev, settings=options,
+                                       train_cases=cases, allow_fit=True, log=console.print, control=control)
+        except BudgetExhausted as exc:
+            console.print(f"{info.name}: {exc}", highlight=False)
+            raise typer.Exit(75)
         console.print(f"{info.name}: {state} weights, {fitted.weights_note()}", highlight=False)
+        if state == "fitted" or state == "cached":
+            ok, why = converged(fitted.provenance)
+            console.print(f"{info.name}: {'converged' if ok else 'not converged'}: {why}", highlight=False)
         if ship and state != "shipped":
             console.print(f"shipped: {ship_weights(fitted, fitted.provenance['folder'])}", highlight=False)
     except (ValueError, FileNotFoundError, WeightsError) as exc:

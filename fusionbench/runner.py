@@ -214,12 +214,14 @@ def method_identity(method) -> dict[str, Any]:
 
 
 def fit_method(name: str, dataset: str, *, cache_dir: Path | None = None, device: str = "cpu",
-               settings: dict[str, Any] | None = None, train_cases=None, allow_fit: bool = True, log=None):
+               settings: dict[str, Any] | None = None, train_cases=None, allow_fit: bool = True, log=None,
+               control=None):
     """Create one method and give it its weights for ``dataset``'s train split (shipped, cached,
     or fitted now when ``allow_fit``), through :func:`fusionbench.weights.prepare_weights`.
 
     Returns ``(method, state)`` with ``state`` one of ``"shipped"``, ``"cached"``, ``"fitted"``,
-    ``"untrained"``, or ``"none"`` for a method that trains nothing.
+    ``"untrained"``, or ``"none"`` for a method that trains nothing. ``control``: the fit's budget
+    and held-out cases (:class:`fusionbench.fitting.FitControl`).
     """
     from .data.datasets import load_dataset
 
@@ -228,7 +230,7 @@ def fit_method(name: str, dataset: str, *, cache_dir: Path | None = None, device
         return method, "none"
     cases = train_cases if train_cases is not None else (lambda: load_dataset(dataset, split="train"))
     state = prepare_weights(name, method, cases, cache_dir=cache_dir, allow_fit=allow_fit,
-                            data=f"{dataset} train split", log=log)
+                            data=f"{dataset} train split", log=log, control=control)
     return method, state
 
 

@@ -25,6 +25,7 @@ exactly when their provenance names the same ``train_config`` and data fingerpri
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import shutil
@@ -36,7 +37,7 @@ import numpy as np
 
 __all__ = ["PROVENANCE_FILE", "WeightsError", "data_fingerprint", "canonical", "weights_key",
            "weights_root", "cache_folder", "weights_digest", "weights_note", "read_provenance", "provenance_record", "load_into",
-           "shipped_state", "prepare_weights", "ship_weights"]
+           "shipped_state", "prepare_weights", "converged", "ship_weights"]
 
 PROVENANCE_FILE = "provenance.json"
 
@@ -182,14 +183,24 @@ def shipped_state(method, fingerprint: str | None = None) -> str:
     return "match"
 
 
-def _fit_into(name: str, method, cases, folder: Path, fingerprint: str, data: str, log) -> None:
+def _accepts_control(method) -> bool:
+    try:
+        return "control" in inspect.signature(method.fit).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _fit_into(name: str, method, cases, folder: Path, fingerprint: str, data: str, log, control=None) -> None:
     init = (getattr(method, "provenance", None) or {}).get("weights_sha256")
     work = folder / "work"
     work.mkdir(parents=True, exist_ok=True)
     if log:
-        log(f"fitting {name} on {data or 'the train split'} ({len(cases)} cases; cache {folder})")
+        log(f"fitting {name} on {data or 'the train split'} ({len(cases)} cases; cache {folder}; "
+            f"checkpoints and curves.png in {work})")
     t0 = time.perf_counter()
-    metrics = method.fit(cases, work) or {}
+    # A third-party fit(cases, workdir) without ``control`` still works: no budget, no curve.
+    metrics = (method.fit(cases, work, control=control) if control is not None and _accepts_control(method)
+               else method.fit(cases, work)) or {}
     seconds = time.perf_counter() - t0
     staging = folder / f"weights.tmp{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -213,7 +224,7 @@ def _load_shipped(method) -> None:
 
 def prepare_weights(name: str, method, train_cases: Sequence[Any] | Callable[[], Sequence[Any]] | None, *,
                     cache_dir: str | Path | None = None, allow_fit: bool = False, data: str = "",
-                    log: Callable[[str], None] | None = None) -> str:
+                    log: Callable[[str], None] | None = None, control=None) -> str:
     """Give a trainable ``method`` its weights for a dataset whose train split is ``train_cases``.
 
     In this order: the shipped weights when their provenance names the method's ``train_config``
@@ -225,6 +236,9 @@ def prepare_weights(name: str, method, train_cases: Sequence[Any] | Callable[[],
     weights although they were trained on other data (``"shipped-other-data"``: the tables say
     so); else ``"untrained"``, the method left as it is. ``train_cases`` may be a callable, called
     once here; ``None`` (or a callable returning ``None``) means the dataset has no train split.
+    ``control`` (:class:`fusionbench.fitting.FitControl`) gives a fit its time budget and held-out
+    cases; a spent budget raises :class:`~fusionbench.fitting.BudgetExhausted` with nothing cached
+    but the checkpoint.
     """
     cases = train_cases() if callable(train_cases) else train_cases
     fingerprint = data_fingerprint(cases) if cases else None
@@ -240,7 +254,7 @@ def prepare_weights(name: str, method, train_cases: Sequence[Any] | Callable[[],
             load_into(method, folder / "weights")
             return "cached"
         if allow_fit:
-            _fit_into(name, method, cases, folder, fingerprint, data, log)
+            _fit_into(name, method, cases, folder, fingerprint, data, log, control)
             load_into(method, folder / "weights")
             return "fitted"
     elif allow_fit:
@@ -251,15 +265,36 @@ def prepare_weights(name: str, method, train_cases: Sequence[Any] | Callable[[],
     return "untrained"
 
 
-def ship_weights(method, folder: str | Path) -> Path:
+def converged(record: dict[str, Any]) -> tuple[bool, str]:
+    """Whether a provenance record's validation curve has stopped improving, and why (not)."""
+    val = (record.get("metrics") or {}).get("validation")
+    if not val:
+        return False, "the fit has no validation curve (fit on a dataset with a val split)"
+    trend = val.get("trend") or {}
+    if trend.get("plateaued") is None:
+        return False, f"too few validation points in the last {100 * trend.get('tail', 0.2):.0f} % of the run"
+    gain = 100 * trend["relative_gain"]
+    if not trend["plateaued"]:
+        return False, (f"validation {val['metric']} still improves by {gain:.1f} % over the last "
+                       f"{100 * trend['tail']:.0f} % of the run; train longer (more steps or epochs)")
+    return True, f"validation {val['metric']} changes by {gain:+.1f} % over the last {100 * trend['tail']:.0f} %"
+
+
+def ship_weights(method, folder: str | Path, *, require_converged: bool = True) -> Path:
     """Copy a weights folder (with its provenance) to the method's shipped location and return it.
 
-    The maintainers' way to re-ship weights after ``fusionbench fit METHOD --ship``: the copy is
-    checked to load into ``method`` under its current ``train_config``.
+    The maintainers' way to re-ship weights after ``fusionbench fit METHOD --ship``: only weights
+    whose validation curve has stopped improving (:func:`converged`) unless ``require_converged``
+    is False; the copy is checked to load into ``method`` under its current ``train_config``.
     """
+    name = getattr(method, "name", type(method).__name__)
     target = method.shipped_weights() if hasattr(method, "shipped_weights") else None
     if target is None:
-        raise WeightsError(f"{getattr(method, 'name', type(method).__name__)} ships no weights")
+        raise WeightsError(f"{name} ships no weights")
+    if require_converged:
+        ok, why = converged(read_provenance(folder))
+        if not ok:
+            raise WeightsError(f"{name}: not shipped: {why}")
     target = Path(target)
     staging = target.with_name(target.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)

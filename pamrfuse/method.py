@@ -13,6 +13,7 @@ registered PAT; it is the negated MLR field (paper Eq. 3, ``phi = -phi_r``; spec
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from fusionbench.data.io import as_image, check_same_shape
+from fusionbench.fitting import FitControl, validation_metric, validation_record, validation_scores
 from fusionbench.methods import FusionMethod, RegistrationMethod, Trainable, register_method
 from fusionbench.nn.layers import resolve_device
 from fusionbench.nn.training import load_state, save_state
@@ -101,15 +103,66 @@ class PAMRFusePlus(Trainable, FusionMethod, RegistrationMethod):
         self.net.load_state_dict({k: v.float() for k, v in state.items()})
         self.net.eval()
 
-    def fit(self, cases: Sequence[Any], workdir) -> dict[str, Any]:
-        """Two-stage training on ``cases``; ``workdir`` holds the checkpoint a rerun resumes from."""
+    def fit(self, cases: Sequence[Any], workdir, control: FitControl | None = None) -> dict[str, Any]:
+        """Two-stage training on ``cases``; ``workdir`` holds the checkpoint a rerun resumes from.
+
+        With ``control``'s held-out cases every epoch is scored (endpoint error against their true
+        flows, and the fusion's SSIM/Qabf: :func:`fusionbench.fitting.validation_scores`) and the
+        curve of the endpoint error goes into the returned metrics with its tail trend.
+        """
         if not cases:
             raise ValueError(f"{self.name or 'pamrfuse+'}: fit needs at least one training case")
+        val_cases = control.cases() if control is not None else []
+        own = self.net
+
+        def validate(trainer) -> dict[str, float]:
+            self.net, self._last = trainer.net, None  # score the network being trained
+            try:
+                return {**validation_scores(self, val_cases), **self.pseudo_mri_scores(val_cases)}
+            finally:
+                self.net, self._last = own, None
+
         net, record = fit_pamrfuse(cases, workdir, preset=self.cfg, device=self.device,
-                                   ablation=self.ablation_name)
+                                   ablation=self.ablation_name, validate=validate if val_cases else None,
+                                   control=control)
         self.net.load_state_dict(net.state_dict())
         self.net.eval()
+        history = json.loads((Path(workdir) / "history.json").read_text())
+        metric, _ = validation_metric(self)
+        points = [(h["epoch"], h[f"val_{metric}"]) for h in history if f"val_{metric}" in h]
+        if points:
+            total = self.cfg.epochs_stage1 + self.cfg.epochs_stage2
+            record["validation"] = {**validation_record(self, points, total, len(val_cases)), "unit": "epoch"}
         return record
+
+    @torch.no_grad()
+    def pseudo_mri_scores(self, cases: Sequence[Any]) -> dict[str, float]:
+        """P2M's pseudo-MRI against the true MRI on cases with a true flow.
+
+        The pseudo-MRI is made at the network's side (as in training) from the PAT, resized back,
+        moved into the MRI frame by ``flow_true`` and compared with the MRI: ``P2M_L1``, the mean
+        absolute difference inside the MRI's labels (the whole image without labels), and
+        ``P2M_SSIM`` (Wang et al. 2004, data range 1) on the whole image. Empty without P2M or
+        without true flows.
+        """
+        from skimage.metrics import structural_similarity
+        from skimage.transform import resize
+
+        net = self.net.to(self.device).eval()
+        if net.p2m is None:
+            return {}
+        l1, ssim = [], []
+        for case in cases:
+            if getattr(case, "flow_true", None) is None:
+                continue
+            pat, mri = as_image(case.pat, "pat"), as_image(case.mri, "mri")
+            pseudo = net.p2m(self._tensor(pat, self.cfg.size)).float().clamp(0, 1)[0, 0].cpu().numpy()
+            pseudo = resize(pseudo, mri.shape, order=1, anti_aliasing=False).astype(np.float32)
+            aligned = warp(pseudo, case.flow_true)
+            region = (case.labels_mri > 0) if getattr(case, "labels_mri", None) is not None else np.ones(mri.shape, bool)
+            l1.append(float(np.abs(aligned - mri)[region].mean()))
+            ssim.append(float(structural_similarity(aligned, mri, data_range=1.0)))
+        return {"P2M_L1": float(np.mean(l1)), "P2M_SSIM": float(np.mean(ssim))} if l1 else {}
 
     # ------------------------------------------------------------------------------ inference
     def _tensor(self, img: np.ndarray, size: int | None = None) -> torch.Tensor:

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from fusionbench.data.io import atomic_write_bytes
+from fusionbench.fitting import BudgetExhausted, FitControl
 from fusionbench.nn.layers import resolve_device
 from fusionbench.nn.training import seed_everything
 from fusionbench.nn.vgg import VGGTaps
@@ -263,7 +264,16 @@ class Trainer:
             idx = order[s * cfg.batch:(s + 1) * cfg.batch]
             yield s, steps, idx, (int(rng.integers(4)), bool(rng.integers(2))) if cfg.augment else (0, False)
 
-    def run(self, pats: np.ndarray, mris: np.ndarray, on_epoch: Callable[["Trainer"], None] | None = None) -> None:
+    def run(self, pats: np.ndarray, mris: np.ndarray, on_epoch: Callable[["Trainer"], None] | None = None,
+            validate: Callable[["Trainer"], dict[str, float]] | None = None,
+            control: FitControl | None = None) -> None:
+        """Train to the end of the schedule, one checkpoint per epoch.
+
+        ``validate(trainer)`` scores the epoch's network on held-out cases; its values join the
+        epoch's history entry as ``val_*`` (checkpointed, drawn in ``losses.png``). With a
+        ``control`` whose budget is spent, :class:`~fusionbench.fitting.BudgetExhausted` is raised
+        after the epoch's checkpoint.
+        """
         cfg = self.cfg
         total = cfg.epochs_stage1 + cfg.epochs_stage2
         bar = TrainingProgress(total, enabled=self.progress)
@@ -293,26 +303,33 @@ class Trainer:
                     bar.update(self.epoch, stage, s + 1, steps, log)
                 for sch in self.scheds.values():
                     sch.step()
-                self.history.append({"epoch": self.epoch + 1, "stage": stage,
-                                     **{k: v / count for k, v in sums.items()}})
+                entry = {"epoch": self.epoch + 1, "stage": stage, **{k: v / count for k, v in sums.items()}}
+                if validate is not None:
+                    torch_rng = torch.get_rng_state()  # scoring must not move the training's streams
+                    entry.update({f"val_{k}": v for k, v in validate(self).items()})
+                    torch.set_rng_state(torch_rng)
+                self.history.append(entry)
                 self.epoch += 1
                 self.save_checkpoint()
                 save_loss_curves(self.history, self.workdir / "losses.png")
                 if on_epoch is not None:
                     on_epoch(self)
+                if control is not None and self.epoch < total and control.spent():
+                    raise BudgetExhausted(self.epoch, total, self.workdir / CHECKPOINT, unit="epoch")
         finally:
             bar.close()
 
 
 def fit_pamrfuse(cases: Sequence[Any], workdir, preset: str | PAMRFuseConfig = "lite", device: str = "auto",
                  epochs: tuple[int, int] | None = None, resume: bool = True, progress: bool = True,
-                 ablation: str | None = None, **overrides: Any) -> tuple[PAMRFuseNet, dict[str, Any]]:
+                 ablation: str | None = None, validate: Callable[[Trainer], dict[str, float]] | None = None,
+                 control: FitControl | None = None, **overrides: Any) -> tuple[PAMRFuseNet, dict[str, Any]]:
     """Train PAMRFuse+ on ``cases`` in ``workdir``; returns the trained net and the training metrics.
 
     ``epochs=(stage1, stage2)`` overrides the preset's. With ``resume`` an existing
     ``workdir/checkpoint.pt`` of the same configuration is continued; a finished run returns at once.
     The loss history goes to ``workdir/history.json`` (the weights are the caller's to save:
-    :mod:`fusionbench.weights`).
+    :mod:`fusionbench.weights`). ``validate`` and ``control``: :meth:`Trainer.run`.
     """
     if epochs is not None:
         overrides.update(epochs_stage1=int(epochs[0]), epochs_stage2=int(epochs[1]))
@@ -325,7 +342,7 @@ def fit_pamrfuse(cases: Sequence[Any], workdir, preset: str | PAMRFuseConfig = "
         trainer.load_checkpoint(ckpt)
     pats, mris = prepare_arrays(cases, cfg.size)
     t0 = time.perf_counter()
-    trainer.run(pats, mris)
+    trainer.run(pats, mris, validate=validate, control=control)
     elapsed = time.perf_counter() - t0
     metrics = {"vgg_source": trainer.vgg_source, "n_cases": len(cases), "epochs": trainer.epoch,
                "last_session_seconds": round(elapsed, 1),

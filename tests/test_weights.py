@@ -124,7 +124,7 @@ def test_shipped_weights_count_only_for_their_config_and_data(tmp_path):
     fitted = Scaler()
     prepare_weights("scaler", fitted, cases, cache_dir=tmp_path / "cache", allow_fit=True)
     Scaler.shipped = tmp_path / "shipped"
-    ship_weights(fitted, next((tmp_path / "cache").glob("scaler/*/weights")))
+    ship_weights(fitted, next((tmp_path / "cache").glob("scaler/*/weights")), require_converged=False)
     assert read_provenance(Scaler.shipped)["train_config"] == {"steps": 3, "version": "1"}
     assert not (Scaler.shipped / "work").exists()
 
@@ -172,7 +172,7 @@ def test_a_fit_on_other_data_starts_from_the_shipped_weights_and_the_key_says_so
     fitted = Scaler()
     prepare_weights("scaler", fitted, phantom, cache_dir=tmp_path / "c0", allow_fit=True)
     Scaler.shipped = tmp_path / "shipped"
-    ship_weights(fitted, fitted.provenance["folder"])
+    ship_weights(fitted, fitted.provenance["folder"], require_converged=False)
     shipped_sha = read_provenance(Scaler.shipped)["weights_sha256"]
 
     tuned = Scaler()

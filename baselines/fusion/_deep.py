@@ -39,6 +39,8 @@ import torch
 from torch import nn
 
 from fusionbench.data.io import as_image, check_same_shape
+from fusionbench.fitting import (BudgetExhausted, FitControl, save_curves, validation_metric, validation_record,
+                                 validation_scores)
 from fusionbench.methods import FusionMethod, Trainable
 from fusionbench.nn.layers import resolve_device
 from fusionbench.nn.training import load_state, parameter_count, save_state, seed_everything
@@ -235,6 +237,8 @@ class TrainableFusion(Trainable, TorchFusion):
     version = "1"
     #: Whether the natural images join the training set (paired-data methods may say no).
     natural_images = True
+    #: Steps between checkpoints (where an interrupted or budget-stopped fit continues from).
+    checkpoint_every = 50
 
     def __init__(self, *, weights: str | Path | None = "shipped", seed: int = 0, steps: int | None = None,
                  batch: int | None = None, patch: int | None = None, lr: float | None = None,
@@ -323,20 +327,29 @@ class TrainableFusion(Trainable, TorchFusion):
         self.net.eval()
 
     def train(self, data: TrainingData, *, steps: int | None = None, log: Callable[[str], None] | None = None,
-              checkpoint: str | Path | None = None, checkpoint_every: int = 50,
-              log_every: int = 25) -> list[float]:
+              checkpoint: str | Path | None = None, checkpoint_every: int | None = None,
+              log_every: int = 25, control: FitControl | None = None) -> list[float]:
         """Run the seeded training loop; returns the total loss per step.
 
-        With ``checkpoint`` the network, optimisers, sampler state and loss history are saved every
-        ``checkpoint_every`` steps, and a later call with the same path resumes where it stopped
-        (same batches, same result as an uninterrupted run).
+        With ``checkpoint`` the network, optimisers, sampler state, loss history and validation
+        points are saved every ``checkpoint_every`` steps, and a later call with the same path
+        resumes where it stopped (same batches, same result as an uninterrupted run). With
+        ``control`` the held-out cases are scored every ``control.every(steps)`` steps
+        (:attr:`val_history`, drawn with the loss in ``curves.png`` beside the checkpoint), and
+        :class:`~fusionbench.fitting.BudgetExhausted` is raised at the first checkpoint after the
+        time budget is spent.
         """
         steps = int(self.train_settings["steps"] if steps is None else steps)
+        checkpoint_every = int(checkpoint_every or self.checkpoint_every)
         seed_everything(self.seed)
         rng = np.random.default_rng(self.seed)
         self.net.to(self.torch_device)
         self._optimizers = self.make_optimizers()
         history: list[float] = []
+        self.val_history: list[tuple[int, float]] = []
+        val_cases = control.cases() if control is not None else []
+        val_every = control.every(steps) if control is not None else 0
+        metric, _ = validation_metric(self)
         ckpt = Path(checkpoint) if checkpoint is not None else None
         if ckpt is not None and ckpt.is_file():
             saved = torch.load(ckpt, map_location=self.torch_device, weights_only=True)
@@ -346,6 +359,7 @@ class TrainableFusion(Trainable, TorchFusion):
             rng.bit_generator.state = json.loads(saved["rng"])
             torch.set_rng_state(saved["torch_rng"])
             history = list(saved["history"])
+            self.val_history = [tuple(p) for p in json.loads(saved.get("val_history", "[]"))]
         start, t0 = len(history), time.perf_counter()
         for step in range(start, steps):
             terms = self.train_step(self.sample_batch(data, rng))
@@ -355,14 +369,30 @@ class TrainableFusion(Trainable, TorchFusion):
                 rate = (time.perf_counter() - t0) / (done - start)
                 parts = " ".join(f"{k}={v:.4g}" for k, v in terms.items())
                 log(f"{self.name or type(self).__name__} step {done}/{steps} {parts} ({rate:.2f} s/step)")
-            if ckpt is not None and (done % checkpoint_every == 0 or done == steps):
+            if val_cases and (done % val_every == 0 or done == steps):
+                self.net.eval()
+                # The scoring must not move the training's random streams (resumes stay identical).
+                torch_rng = torch.get_rng_state()
+                score = validation_scores(self, val_cases)[metric]
+                torch.set_rng_state(torch_rng)
+                self.val_history.append((done, score))
+                if log is not None:
+                    log(f"{self.name or type(self).__name__} step {done}/{steps} validation {metric}={score:.4f}")
+            at_checkpoint = done % checkpoint_every == 0 or done == steps
+            if ckpt is not None and at_checkpoint:
                 blob = {"net": self.net.state_dict(),
                         "opt": {n: o.state_dict() for n, o in self._optimizers.items()},
                         "rng": json.dumps(rng.bit_generator.state), "torch_rng": torch.get_rng_state(),
-                        "history": history}
+                        "history": history, "val_history": json.dumps(self.val_history)}
                 ckpt.parent.mkdir(parents=True, exist_ok=True)
                 torch.save(blob, ckpt.with_suffix(".tmp"))
                 ckpt.with_suffix(".tmp").replace(ckpt)
+                save_curves(ckpt.parent / "curves.png", history, self.val_history, metric=metric,
+                            title=f"{self.name or type(self).__name__}: {done}/{steps} steps", total_steps=steps)
+            if control is not None and at_checkpoint and done < steps and control.spent():
+                self.net.eval()
+                self._optimizers = None
+                raise BudgetExhausted(done, steps, ckpt)
         self.net.eval()
         self._optimizers = None
         return history
@@ -376,18 +406,22 @@ class TrainableFusion(Trainable, TorchFusion):
         """Method-specific entries for the provenance's metrics (e.g. U2Fusion's information weights)."""
         return {}
 
-    def fit(self, cases: Sequence[Any], workdir) -> dict[str, Any]:
+    def fit(self, cases: Sequence[Any], workdir, control: FitControl | None = None) -> dict[str, Any]:
         """Train from the current weights on ``cases`` + the natural images; the checkpoint in
-        ``workdir`` makes an interrupted fit resume. Returns the training metrics."""
+        ``workdir`` makes an interrupted fit resume. Returns the training metrics (with
+        ``control``'s held-out cases, the validation curve and its tail trend)."""
         data = TrainingData(cases, natural=self.natural_images)
-        history = self.train(data, checkpoint=Path(workdir) / "train.ckpt")
+        history = self.train(data, checkpoint=Path(workdir) / "train.ckpt", control=control)
         hist = np.asarray(history, dtype=np.float64)
         deciles = [float(c.mean()) for c in np.array_split(hist, min(10, len(hist)))] if len(hist) else []
-        return {"training_set": data.describe(), "steps": len(hist),
-                "loss_first": float(hist[0]) if len(hist) else None,
-                "loss_last": float(hist[-max(1, len(hist) // 20):].mean()) if len(hist) else None,
-                "loss_curve_deciles": deciles, "parameters": parameter_count(self.net),
-                **self.training_metrics()}
+        metrics = {"training_set": data.describe(), "steps": len(hist),
+                   "loss_first": float(hist[0]) if len(hist) else None,
+                   "loss_last": float(hist[-max(1, len(hist) // 20):].mean()) if len(hist) else None,
+                   "loss_curve_deciles": deciles, "parameters": parameter_count(self.net),
+                   **self.training_metrics()}
+        if self.val_history:
+            metrics["validation"] = validation_record(self, self.val_history, len(hist), len(control.cases()))
+        return metrics
 
     # ---- weights (fusionbench.weights protocol) ---------------------------------------------
     def weights_module(self) -> nn.Module:

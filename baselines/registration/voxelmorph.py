@@ -16,6 +16,8 @@ by default).
 """
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,7 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusionbench.data.io import as_image, check_same_shape
+from fusionbench.data.io import as_image, atomic_write_bytes, check_same_shape
+from fusionbench.fitting import (BudgetExhausted, FitControl, save_curves, validation_metric, validation_record,
+                                 validation_scores)
 from fusionbench.methods import RegistrationMethod, Trainable, register_method
 from fusionbench.nn.layers import SpatialTransformer, VecInt, resolve_device
 from fusionbench.nn.losses import local_ncc_loss, parzen_mi_loss, smoothness_loss
@@ -208,14 +212,26 @@ class LearnedRegistration(Trainable, RegistrationMethod):
         return {"loss": self.loss, "smooth": self.smooth, "steps": self.steps, "batch": self.batch,
                 "lr": self.lr, "size": self.size, "seed": self.seed, "version": self.version}
 
-    def fit(self, cases: Sequence[Any], workdir) -> dict[str, Any]:
-        """Train unsupervised on ``cases`` (no ground-truth flow is used); returns the losses."""
+    def fit(self, cases: Sequence[Any], workdir, control: FitControl | None = None) -> dict[str, Any]:
+        """Train unsupervised on ``cases`` (no ground-truth flow is used); returns the losses.
+
+        ``workdir/train.ckpt`` (every ``checkpoint_every`` steps) makes an interrupted fit resume
+        with the same batches; ``control`` adds the validation curve (endpoint error on the
+        held-out cases' true flows, which training never sees) and the time budget
+        (:mod:`fusionbench.fitting`).
+        """
         if not cases:
             raise ValueError(f"{self.name}: fit needs at least one training case")
-        history = self._train(cases)
-        return {"n_cases": len(cases), "loss_first": history[0], "loss_last": float(np.mean(history[-50:]))}
+        history = self._train(cases, Path(workdir) / "train.ckpt", control)
+        metrics = {"n_cases": len(cases), "loss_first": history[0], "loss_last": float(np.mean(history[-50:]))}
+        if self.val_history:
+            metrics["validation"] = validation_record(self, self.val_history, self.steps, len(control.cases()))
+        return metrics
 
-    def _train(self, cases) -> list[float]:
+    #: Steps between checkpoints (where an interrupted or budget-stopped fit continues from).
+    checkpoint_every = 50
+
+    def _train(self, cases, ckpt: Path | None = None, control: FitControl | None = None) -> list[float]:
         device = torch.device(self.device)
         rng = np.random.default_rng(self.seed)
         seed_everything(self.seed)
@@ -223,8 +239,20 @@ class LearnedRegistration(Trainable, RegistrationMethod):
         net = self.net.to(device).train()
         sim = similarity_loss(self.loss)
         opt = torch.optim.Adam(net.parameters(), lr=self.lr)
-        history = []
-        for step in range(self.steps):
+        history: list[float] = []
+        self.val_history: list[tuple[int, float]] = []
+        val_cases = control.cases() if control is not None else []
+        every = control.every(self.steps) if control is not None else 0
+        metric, _ = validation_metric(self)
+        if ckpt is not None and ckpt.is_file():
+            saved = torch.load(ckpt, map_location=device, weights_only=True)
+            net.load_state_dict(saved["net"])
+            opt.load_state_dict(saved["opt"])
+            rng.bit_generator.state = json.loads(saved["rng"])
+            torch.set_rng_state(saved["torch_rng"])
+            history = list(saved["history"])
+            self.val_history = [tuple(p) for p in json.loads(saved["val_history"])]
+        for step in range(len(history), self.steps):
             idx = rng.choice(len(cases), size=min(self.batch, len(cases)), replace=False)
             x = _augment(data[idx], rng).to(device)
             mov, fix, region = x[:, :1], x[:, 1:2], x[:, 2:3]
@@ -234,6 +262,26 @@ class LearnedRegistration(Trainable, RegistrationMethod):
             loss.backward()
             opt.step()
             history.append(float(loss.detach()))
+            done = step + 1
+            if val_cases and (done % every == 0 or done == self.steps):
+                net.eval()
+                torch_rng = torch.get_rng_state()
+                self.val_history.append((done, validation_scores(self, val_cases)[metric]))
+                torch.set_rng_state(torch_rng)
+                net.to(device).train()
+            at_checkpoint = done % self.checkpoint_every == 0 or done == self.steps
+            if ckpt is not None and at_checkpoint:
+                blob = {"net": net.state_dict(), "opt": opt.state_dict(), "rng": json.dumps(rng.bit_generator.state),
+                        "torch_rng": torch.get_rng_state(), "history": history,
+                        "val_history": json.dumps(self.val_history)}
+                buf = io.BytesIO()
+                torch.save(blob, buf)
+                atomic_write_bytes(ckpt, buf.getvalue())
+                save_curves(ckpt.parent / "curves.png", history, self.val_history, metric=metric,
+                            title=f"{self.name}: {done}/{self.steps} steps", total_steps=self.steps)
+            if control is not None and at_checkpoint and done < self.steps and control.spent():
+                net.eval().cpu()
+                raise BudgetExhausted(done, self.steps, ckpt)
         net.eval().cpu()
         return history
 
