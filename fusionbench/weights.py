@@ -196,7 +196,7 @@ def _fit_into(name: str, method, cases, folder: Path, fingerprint: str, data: st
     work.mkdir(parents=True, exist_ok=True)
     if log:
         log(f"fitting {name} on {data or 'the train split'} ({len(cases)} cases; cache {folder}; "
-            f"checkpoints and curves.png in {work})")
+            f"checkpoints and loss curves in {work})")
     t0 = time.perf_counter()
     # A third-party fit(cases, workdir) without ``control`` still works: no budget, no curve.
     metrics = (method.fit(cases, work, control=control) if control is not None and _accepts_control(method)
