@@ -292,3 +292,21 @@ def test_pseudo_mri_scores_compare_the_true_mri_after_the_true_flow():
     assert m.pseudo_mri_scores([Case(id="x", pat=cases[0].pat, mri=cases[0].mri)]) == {}
     m.net.p2m = None
     assert m.pseudo_mri_scores(cases) == {}
+
+
+def test_mefgan_is_scored_with_recalibrated_statistics_without_changing_its_training():
+    from baselines.fusion._deep import TrainingData
+    from baselines.fusion.mefgan import MEFGAN
+
+    cases = _pairs(n=3, size=48)
+    data = TrainingData(cases, natural=False)
+    kw = dict(weights="random", device="cpu", batch=2, patch=40, calibration_batches=2)
+    plain = MEFGAN(**kw)
+    h1 = plain.train(data, steps=3)
+    scored = MEFGAN(**kw)
+    h2 = scored.train(data, steps=3, checkpoint_every=1, control=FitControl(val_cases=cases[:1], val_every=1))
+    assert h2 == pytest.approx(h1, rel=1e-6)
+    a, b = plain.net["g"].state_dict(), scored.net["g"].state_dict()
+    assert all(torch.allclose(a[k].float(), b[k].float(), rtol=1e-6, atol=1e-7) for k in a)
+    # the last point is the shipped generator's score (recalibrated, as train() leaves it)
+    assert scored.val_history[-1][1] == pytest.approx(validation_scores(scored, cases[:1])["SSIM_Qabf"], rel=1e-5)

@@ -373,7 +373,10 @@ class TrainableFusion(Trainable, TorchFusion):
                 self.net.eval()
                 # The scoring must not move the training's random streams (resumes stay identical).
                 torch_rng = torch.get_rng_state()
+                restore = self.prepare_validation(data)
                 score = validation_scores(self, val_cases)[metric]
+                if restore is not None:
+                    restore()
                 torch.set_rng_state(torch_rng)
                 self.val_history.append((done, score))
                 if log is not None:
@@ -396,6 +399,11 @@ class TrainableFusion(Trainable, TorchFusion):
         self.net.eval()
         self._optimizers = None
         return history
+
+    def prepare_validation(self, data: TrainingData) -> Callable[[], None] | None:
+        """Bring the network into its inference state before a validation point; returns what
+        undoes it (``None``: nothing to undo). MEF-GAN recalibrates its batch-norm statistics."""
+        return None
 
     def train_config(self) -> dict[str, Any]:
         """Everything that determines the trained weights besides the data (the protocol's key)."""

@@ -388,14 +388,27 @@ class MEFGAN(_GeneratorOnlyWeights, TrainableFusion):
                 it_g += 1
         return {**terms, "d_loss": d_loss, "d_steps": float(it_d), "g_steps": float(it_g)}
 
-    def train(self, data: TrainingData, **kw):
-        history = super().train(data, **kw)
-        rng = np.random.default_rng([self.seed, 2])
+    def _calibration_batches(self, data: TrainingData) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        rng = np.random.default_rng([self.seed, 2])  # its own stream: the training's is untouched
         batches = []
         for _ in range(int(self.train_settings["calibration_batches"])):
             over, under, _ = exposure_stacks(
                 data.sample_singles(rng, int(self.train_settings["batch"]), int(self.train_settings["patch"])), rng)
             batches.append((over.to(self.torch_device), under.to(self.torch_device)))
-        recalibrate_batch_norm(self.net["g"], batches)
+        return batches
+
+    def train(self, data: TrainingData, **kw):
+        history = super().train(data, **kw)
+        recalibrate_batch_norm(self.net["g"], self._calibration_batches(data))
         self.net.eval()
         return history
+
+    def prepare_validation(self, data: TrainingData):
+        """Score the generator as it will be shipped: with recalibrated batch-norm statistics.
+        The generator's whole state (running statistics and the spectral norms' power-iteration
+        vectors, which the calibration's forward passes move) is put back afterwards, so that
+        training goes on exactly as without the scoring."""
+        generator = self.net["g"]
+        saved = {k: v.clone() for k, v in generator.state_dict().items()}
+        recalibrate_batch_norm(generator, self._calibration_batches(data))
+        return lambda: generator.load_state_dict(saved)
