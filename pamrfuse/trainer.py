@@ -308,6 +308,10 @@ class Trainer:
                     torch_rng = torch.get_rng_state()  # scoring must not move the training's streams
                     entry.update({f"val_{k}": v for k, v in validate(self).items()})
                     torch.set_rng_state(torch_rng)
+                    if self.progress:
+                        print(f"epoch {self.epoch + 1}/{total} validation "
+                              + " ".join(f"{k[4:]} {v:.4g}" for k, v in entry.items() if k.startswith("val_")),
+                              flush=True)
                 self.history.append(entry)
                 self.epoch += 1
                 self.save_checkpoint()
