@@ -28,6 +28,7 @@ per source; the graph search stays the same, so the contour is always closed and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -495,6 +496,69 @@ class ContourSegmenter:
                                              **config)
         self.model.fb_inference["work_size"] = size
         return self
+
+    @staticmethod
+    def training_hash(images: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> str:
+        """Short SHA-256 of a training set (images as float32, body masks as booleans)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for im, m in zip(images, masks):
+            h.update(np.ascontiguousarray(im, dtype=np.float32).tobytes())
+            h.update(np.ascontiguousarray(np.asarray(m) > 0).tobytes())
+        return h.hexdigest()[:16]
+
+    def save(self, folder, train_hash: str = "") -> None:
+        """Write a fitted learned cost: ``model.pt`` and ``config.json`` (settings, inference
+        statistics, losses, ``train_hash``: what :meth:`load` and a cache check compare)."""
+        import io
+        import json
+
+        import torch
+
+        from fusionbench.data.io import atomic_write_bytes
+
+        if self.model is None:
+            raise RuntimeError("only a fitted learned cost can be saved")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        torch.save(self.model.state_dict(), buf)
+        atomic_write_bytes(folder / "model.pt", buf.getvalue())
+        record = {"config": self.config(), "train_hash": train_hash, "inference": self.model.fb_inference,
+                  "losses": self.losses}
+        atomic_write_bytes(folder / "config.json", (json.dumps(record, indent=1) + "\n").encode())
+
+    @classmethod
+    def load(cls, folder, expect: "ContourSegmenter | None" = None, train_hash: str | None = None
+             ) -> "ContourSegmenter | None":
+        """A learned cost written by :meth:`save`; ``None`` when there is none, or when its settings
+        differ from ``expect``'s or its training data from ``train_hash``."""
+        import json
+
+        import torch
+
+        from .organ_unet import make_unet
+
+        folder = Path(folder)
+        try:
+            record = json.loads((folder / "config.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if expect is not None and record["config"] != json.loads(json.dumps(expect.config())):
+            return None
+        if train_hash is not None and record["train_hash"] != train_hash:
+            return None
+        train = record["config"]["train"]
+        seg = cls("learned", **{k: v for k, v in train.items() if k in ("steps", "epochs", "batch_size", "lr",
+                                                                         "seed", "size", "channels", "augment")},
+                  **record["config"]["search"])
+        model = make_unet(2, train["channels"], (2,) * (len(train["channels"]) - 1), 1)
+        model.load_state_dict(torch.load(folder / "model.pt", weights_only=True))
+        model.eval()
+        model.fb_inference = record["inference"]
+        seg.model, seg.losses = model, record["losses"]
+        return seg
 
     def probability(self, image) -> np.ndarray:
         """Body probability map of the learned cost, float32 (H, W) at the image's own size."""

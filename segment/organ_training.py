@@ -13,7 +13,7 @@ import numpy as np
 from .organ_data import data_hash, stack_images, stack_labels
 from .organ_model import OrganModel, training_config
 
-__all__ = ["train_sources"]
+__all__ = ["train_sources", "safe_name"]
 
 
 def _train_one(source: str, config: dict, images: np.ndarray, labels: np.ndarray, workdir: str,
@@ -57,7 +57,7 @@ def train_sources(data: Mapping[str, tuple[Sequence, Sequence]], workdir: str | 
     workdir = Path(workdir)
     todo, models = {}, {}
     for source, (images, labels) in data.items():
-        folder = workdir / _safe(source)
+        folder = workdir / safe_name(source)
         x = stack_images(images, f"{source}/images")
         y = stack_labels(labels, x.shape[1:], config["n_classes"])
         if reuse and (folder / "config.json").exists() and (folder / "model.pt").exists():
@@ -93,5 +93,6 @@ def train_sources(data: Mapping[str, tuple[Sequence, Sequence]], workdir: str | 
     return {s: models[s] for s in data}
 
 
-def _safe(source: str) -> str:
+def safe_name(source: str) -> str:
+    """A source name as a folder name (method names may hold characters such as ``+``)."""
     return "".join(ch if ch.isalnum() or ch in "-_.+" else "_" for ch in str(source))

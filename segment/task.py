@@ -31,8 +31,9 @@ Outputs under ``RUN/segment/``:
   ``organs_significance.csv``: per organ, each fusion method against the better of PAT and MRI
   (paired Wilcoxon, Holm; :func:`segment.report.organ_significance`);
 * ``overlay.png``; ``segment.json`` (tasks, preset, sources, cases, spacing, seconds);
-* the organ models with their training configurations in ``organ_models/SOURCE/`` and the fused
-  train images in ``train_images/METHOD/``.
+* the organ models with their training configurations in ``organ_models/SOURCE/``, the learned
+  contour costs in ``contour_models/SOURCE/`` (both reused while their settings and training
+  images are the same) and the fused train images in ``train_images/METHOD/``.
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ from fusionbench.report.tables import write_table
 
 from .contour import ContourSegmenter
 from .organ_scoring import organ_rows, score_organs
-from .organ_training import train_sources
+from .organ_training import safe_name, train_sources
 from .report import CONTOUR_GROUP, contour_table, organ_significance, organ_table, overlay_figure, write_results
 
 __all__ = ["TASKS", "run_tasks", "source_images", "CONTOUR_PRESETS"]
@@ -255,7 +256,18 @@ def run_tasks(run_dir, tasks: Sequence[str] = TASKS, preset: str = "quick", jobs
         for source in sources:
             seg = ContourSegmenter(**CONTOUR_PRESETS[preset])
             if seg.cost == "learned":
-                seg.fit(*train[source])
+                # One model per source, kept like the organ models: an interrupted or repeated
+                # evaluation trains only what it has not trained on these images yet.
+                folder = out_dir / "contour_models" / safe_name(source)
+                digest = ContourSegmenter.training_hash(*train[source])
+                saved = ContourSegmenter.load(folder, expect=seg, train_hash=digest)
+                if saved is not None:
+                    seg = saved
+                else:
+                    if log:
+                        log(f"training the body-contour cost of {source}")
+                    seg.fit(*train[source])
+                    seg.save(folder, digest)
             r, contour_results[source] = _contour_rows(source, seg, *test[source], test_cases, spacing)
             rows += r
         seconds["contour"] = perf_counter() - t0

@@ -123,18 +123,27 @@ def test_bad_inputs_raise_clear_errors():
         ContourSegmenter(cost="magic")
 
 
-def test_learned_cost_segments_after_a_tiny_fit():
+def test_learned_cost_segments_after_a_tiny_fit(tmp_path):
     import torch
 
     torch.set_num_threads(1)
     masks = [_ellipse_mask(centre=(32 + d, 32 - d), axes=(18 + d, 14), shape=(64, 64)) for d in (-2, 0, 2, 4)]
     images = [_pat_like(m, seed=i) for i, m in enumerate(masks)]
-    seg = ContourSegmenter("learned", epochs=40, batch_size=4, lr=1e-2, size=32, channels=(8, 16, 32),
-                           augment=True).fit(images, masks)
+    settings = dict(epochs=40, batch_size=4, lr=1e-2, size=32, channels=(8, 16, 32), augment=True)
+    seg = ContourSegmenter("learned", **settings).fit(images, masks)
     assert seg.losses[-1] < seg.losses[0]
     result = seg.segment(images[1])
     assert _cyclic_steps(result.radii).max() <= result.max_step + 1e-9
     assert dsc(result.mask, masks[1]) > 80
+    # Saved and loaded, it is the same cost; other settings or other training images are refused.
+    digest = ContourSegmenter.training_hash(images, masks)
+    seg.save(tmp_path / "m", digest)
+    again = ContourSegmenter.load(tmp_path / "m", expect=ContourSegmenter("learned", **settings), train_hash=digest)
+    assert again is not None and np.array_equal(again.probability(images[2]), seg.probability(images[2]))
+    assert np.array_equal(again.segment(images[1]).mask, result.mask)
+    assert ContourSegmenter.load(tmp_path / "m", expect=ContourSegmenter("learned", **{**settings, "lr": 0.1})) is None
+    assert ContourSegmenter.load(tmp_path / "m", train_hash=ContourSegmenter.training_hash(images[:3], masks[:3])) is None
+    assert ContourSegmenter.load(tmp_path / "nothing") is None
 
 
 def _with_dark_lobe(mask, seed, angle):

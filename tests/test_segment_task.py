@@ -63,6 +63,33 @@ def test_run_tasks_writes_tables_figure_and_identical_configs(run_dir):
     assert all(c["n_train"] == len(train) for c in configs)
 
 
+def test_learned_contour_costs_are_kept_and_reused(run_dir, monkeypatch):
+    import torch
+
+    from segment import task
+    from segment.contour import ContourSegmenter
+    from segment.task import run_tasks
+
+    torch.set_num_threads(1)
+    tiny = {"cost": "learned", "steps": 3, "size": 32, "channels": (4, 8), "batch_size": 4}
+    monkeypatch.setitem(task.CONTOUR_PRESETS, "standard", tiny)
+    first = run_tasks(run_dir, tasks=("contour",), preset="standard", jobs=1)
+    folders = sorted(p.name for p in (run_dir / "segment" / "contour_models").iterdir())
+    assert folders == ["MRI", "PAT", "average"]
+    record = json.loads((run_dir / "segment" / "contour_models" / "PAT" / "config.json").read_text())
+    assert record["config"]["train"]["steps"] == 3 and len(record["losses"]) == 3
+    # A second evaluation (after an interruption, or with another task) trains no contour cost
+    # and scores the same contours.
+    monkeypatch.setattr(ContourSegmenter, "fit", lambda *a, **k: pytest.fail("a kept cost was trained again"))
+    second = run_tasks(run_dir, tasks=("contour",), preset="standard", jobs=1)
+    values = ["method", "case", "group", "metric", "value"]  # not the timings
+    pd.testing.assert_frame_equal(first["results"][values], second["results"][values])
+    # Other settings are another cost: trained anew.
+    monkeypatch.setitem(task.CONTOUR_PRESETS, "standard", {**tiny, "steps": 4})
+    with pytest.raises(pytest.fail.Exception, match="trained again"):
+        run_tasks(run_dir, tasks=("contour",), preset="standard", jobs=1)
+
+
 def test_run_tasks_rejects_bad_requests(run_dir, tmp_path):
     from segment.task import run_tasks
 
