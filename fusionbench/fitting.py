@@ -152,10 +152,10 @@ def validation_scores(method, cases: Sequence[Any]) -> dict[str, float]:
                 out.setdefault("EPE", []).append(float("nan"))
                 out.setdefault("NCC", []).append(rm.ncc(registered, case.mri))
         if hasattr(method, "fuse"):
-            pat = case.pat if not getattr(method, "needs_alignment", True) else _aligned_pat(case)
-            fused = method.fuse(pat, case.mri)
-            a, b = _aligned_pat(case), case.mri
-            out.setdefault("SSIM_Qabf", []).append(0.5 * (fm.ssim(a, b, fused) + fm.qabf(a, b, fused)))
+            aligned = _aligned_pat(case)
+            fused = method.fuse(aligned if getattr(method, "needs_alignment", True) else case.pat, case.mri)
+            out.setdefault("SSIM_Qabf", []).append(0.5 * (fm.ssim(aligned, case.mri, fused)
+                                                          + fm.qabf(aligned, case.mri, fused)))
     return {k: float(np.mean(v)) for k, v in out.items()}
 
 
