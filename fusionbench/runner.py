@@ -223,14 +223,14 @@ def fit_method(name: str, dataset: str, *, cache_dir: Path | None = None, device
     ``"untrained"``, or ``"none"`` for a method that trains nothing. ``control``: the fit's budget
     and held-out cases (:class:`fusionbench.fitting.FitControl`).
     """
-    from .data.datasets import load_dataset
+    from .data.datasets import describe_dataset, load_dataset
 
     method = create_configured(name, device, settings)
     if not is_trainable(name, method):
         return method, "none"
     cases = train_cases if train_cases is not None else (lambda: load_dataset(dataset, split="train"))
     state = prepare_weights(name, method, cases, cache_dir=cache_dir, allow_fit=allow_fit,
-                            data=f"{dataset} train split", log=log, control=control)
+                            data=f"{describe_dataset(dataset)} train split", log=log, control=control)
     return method, state
 
 

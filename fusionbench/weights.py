@@ -277,7 +277,8 @@ def converged(record: dict[str, Any]) -> tuple[bool, str]:
     if not trend["plateaued"]:
         return False, (f"validation {val['metric']} still improves by {gain:.1f} % over the last "
                        f"{100 * trend['tail']:.0f} % of the run; train longer (more steps or epochs)")
-    return True, f"validation {val['metric']} changes by {gain:+.1f} % over the last {100 * trend['tail']:.0f} %"
+    change = f"improves by only {gain:.1f} %" if gain >= 0 else f"gets worse by {-gain:.1f} %"
+    return True, f"validation {val['metric']} {change} over the last {100 * trend['tail']:.0f} % of the run"
 
 
 def ship_weights(method, folder: str | Path, *, require_converged: bool = True) -> Path:

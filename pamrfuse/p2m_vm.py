@@ -14,6 +14,7 @@ import numpy as np
 
 from baselines.registration.voxelmorph import LearnedRegistration
 from fusionbench.methods import register_method
+from fusionbench.nn.training import state_digest
 from fusionbench.weights import WeightsError
 
 from .method import WEIGHTS_DIR, PAMRFusePlus
@@ -32,7 +33,7 @@ class P2MVoxelMorph(LearnedRegistration):
     The pseudo-MRI comes from the P2M generator of the shipped PAMRFuse+ weights (``p2m_preset``),
     run at that preset's training resolution, which is also VoxelMorph's working size. The flow
     found between pseudo-MRI and MRI (local NCC, 9×9) is applied to the PAT itself. The
-    ``train_config`` names the digest of those P2M weights, so new PAMRFuse+ weights make the
+    ``train_config`` names the digest of that generator's parameters, so a new P2M makes the
     shipped and cached VoxelMorph weights stale instead of silently reused.
     """
 
@@ -59,8 +60,10 @@ class P2MVoxelMorph(LearnedRegistration):
         return self._p2m
 
     def train_config(self) -> dict[str, Any]:
+        # Keyed on the P2M generator alone: PAMRFuse+ weights that differ only in MLR or DFDF (a
+        # longer stage II, another fusion loss) make the same pseudo-MRI and keep these weights.
         return {**super().train_config(), "p2m_preset": self.p2m_preset,
-                "p2m_weights": self.p2m_model().provenance.get("weights_sha256")}
+                "p2m_generator": state_digest(self.p2m_model().net.p2m.g_pm)}
 
     def network_input(self, moving: np.ndarray) -> np.ndarray:
         return translate(super().network_input(moving), self.p2m_model().net.p2m.g_pm, device=self.device)

@@ -118,7 +118,7 @@ PRESETS: dict[str, PAMRFuseConfig] = {
     # Sized for 2 CPU cores; the code's P2M objective places the MRI better in this budget (docs/pamrfuse.md).
     "lite": PAMRFuseConfig(preset="lite", size=128, ngf=16, n_res_blocks=4, ndf=16, pool_size=20,
                            dim=16, heads=2, enc_blocks=1, dec_blocks=1, detail_layers=2,
-                           pst_taps=3, reg_vgg=False, p2m_loss="code", epochs_stage1=20, epochs_stage2=8, batch=2, lr_step=8, steps_per_epoch=50),
+                           pst_taps=3, reg_vgg=False, p2m_loss="code", epochs_stage1=40, epochs_stage2=32, batch=2, lr_step=8, steps_per_epoch=50),
     "tiny": PAMRFuseConfig(preset="tiny", size=32, ngf=4, n_res_blocks=1, ndf=4, d_layers=2, pool_size=4,
                            dim=8, heads=2, enc_blocks=1, dec_blocks=1, detail_layers=1,
                            vgg_source="tiny-random", epochs_stage1=1, epochs_stage2=1, batch=2,

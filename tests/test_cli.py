@@ -138,7 +138,7 @@ def test_fit_with_a_preset_is_the_fit_a_run_with_the_same_settings_uses(tmp_path
     record = json.loads((out / "run.json").read_text())
     assert record["method_settings"] == {"pamrfuse+": {"preset": "tiny"}}
     assert record["method_configs"]["pamrfuse+"]["config"]["preset"] == "tiny"
-    assert record["weights"]["pamrfuse+"].startswith("fit: phantom:n=4,size=64 train split [")
+    assert record["weights"]["pamrfuse+"].startswith("fit: phantom 2.0 (n=4,size=64) train split [")
 
 
 def test_bad_method_settings_are_one_clear_line(tmp_path, monkeypatch):

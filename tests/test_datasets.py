@@ -243,3 +243,14 @@ def test_fingerprint_reports_discovery_errors(tmp_path):
     (root / "mri" / "b.png").unlink()
     with pytest.raises(ValueError, match=r"pat/b\.png has no MRI partner"):
         dataset_fingerprint(f"folder:{root}")
+
+
+def test_describe_dataset_names_the_phantom_look_the_default_picks():
+    from fusionbench.data.datasets import describe_dataset
+    from fusionbench.data.phantom import DEFAULT_VERSION
+
+    assert describe_dataset("phantom") == f"phantom {DEFAULT_VERSION}"
+    assert describe_dataset("phantom:version=1.2,n=16") == "phantom 1.2 (n=16)"
+    assert describe_dataset(" folder:/data/x,misalign=mild ") == "folder:/data/x,misalign=mild"
+    with pytest.raises(ValueError, match="unknown dataset kind"):
+        describe_dataset("nifti:/x")

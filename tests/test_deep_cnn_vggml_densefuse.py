@@ -164,27 +164,31 @@ def test_registered_as_cnn(name):
 
 @pytest.mark.parametrize("cls", [CNNFusion, DenseFuse])
 def test_shipped_weights_load_and_fuse_a_phantom_pair(cls):
-    folder = _deep.WEIGHTS_DIR / cls.weights_name
-    meta = json.loads((folder / "provenance.json").read_text())["metrics"]
-    if cls is not CNNFusion:
-        assert meta["beats_random"]
-        for metric in ("ssim", "qabf"):
-            assert meta["eval_trained"][metric] > meta["eval_random"][metric]
+    from fusionbench.data import load_dataset
+    from fusionbench.metrics import fusion as fm
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        m = cls(device="cpu")
+    assert m.config()["weights"].startswith("trained on phantom") and "train split" in m.config()["weights"]
+    cases = load_dataset("phantom:n=1,size=128", "test")[:2]
+    random = cls(device="cpu", weights="random")
+    scores = {}
+    for name, method in (("shipped", m), ("random", random)):
+        fused = [method.fuse(c.pat, c.mri) for c in cases]
+        assert all(f.shape == c.pat.shape and np.isfinite(f).all() for f, c in zip(fused, cases))
+        assert name == "random" or all(f.std() > 0 for f in fused)
+        scores[name] = {k: np.mean([getattr(fm, k)(c.pat, c.mri, f) for f, c in zip(fused, cases)])
+                        for k in ("ssim", "qabf")}
+    if cls is DenseFuse:
+        for k in ("ssim", "qabf"):
+            assert scores["shipped"][k] > scores["random"][k] + 0.05, (k, scores)
     else:
         # Shipped although it does not beat random weights on PAT/MRI: the pyramid rule takes the
         # weighted average only where the sources match (M >= 0.6, under 3 % of coefficients), so
         # the weight map barely reaches the output (docs/results.md). What the network learns is
         # tested below.
-        assert abs(meta["eval_trained"]["qabf"] - meta["eval_random"]["qabf"]) < 0.01
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)
-        m = cls(device="cpu")
-    assert m.config()["weights"].startswith("trained on phantom 1.2 train split (160 pairs) [")
-    from fusionbench.data import load_dataset
-
-    case = load_dataset("phantom:n=1,size=64", "test")[0]
-    fused = m.fuse(case.pat, case.mri)
-    assert fused.shape == case.pat.shape and np.isfinite(fused).all() and fused.std() > 0
+        assert abs(scores["shipped"]["qabf"] - scores["random"]["qabf"]) < 0.01
 
 
 def test_shipped_cnn_tells_the_sharp_patch_from_the_blurred_one():

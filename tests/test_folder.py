@@ -548,15 +548,20 @@ def test_misalign_reproduces_the_phantom_convention(registered):
         assert case.meta["max_disp_px"] == pytest.approx(6.0 * max(case.shape) / 256, rel=0.02)
         assert case.meta["body_mask"] == "labels_mri" and case.meta["misalign"] == "moderate"
         assert case.meta["misalign_seed"] == 0
-    body = base["c0"].labels_mri > 0  # the phantom's function itself, on the same random stream
-    expected = misalignment(phantom.PhantomConfig(size=128, misalign="severe"), np.random.default_rng(5), body)
+    body = base["c0"].labels_mri > 0  # the phantom's function itself, on the same random stream,
+    # with the 1.2 look's field of view whatever the default look (fingerprints stay valid)
+    expected = misalignment(phantom.PhantomConfig(size=128, misalign="severe", version="1.2"),
+                            np.random.default_rng(5), body)
     got = misalignment_field(body, "severe", np.random.default_rng(5))
     for x, y in zip(got, expected):
         np.testing.assert_array_equal(x, y)
+    other = misalignment(phantom.PhantomConfig(size=128, misalign="severe", version="2.0"), np.random.default_rng(5), body)
+    assert not np.array_equal(got[0], other[0])
     wide = base["c2"].labels_mri > 0  # 96 x 128: drawn on the 128 square, image centred, cropped back
     square = np.zeros((128, 128), bool)
     square[16:112] = wide
-    expected = misalignment(phantom.PhantomConfig(size=128, misalign="mild"), np.random.default_rng(6), square)
+    expected = misalignment(phantom.PhantomConfig(size=128, misalign="mild", version="1.2"), np.random.default_rng(6),
+                            square)
     got = misalignment_field(wide, "mild", np.random.default_rng(6))
     np.testing.assert_array_equal(got[0], expected[0][:, 16:112])
     np.testing.assert_array_equal(got[1], expected[1][:, 16:112])

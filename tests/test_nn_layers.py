@@ -83,3 +83,23 @@ def test_resolve_device_names_a_bad_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device is available"):
             resolve_device("cuda:0")
+
+
+def test_state_digest_names_the_function_not_the_storage():
+    from fusionbench.nn.training import state_digest
+
+    torch.manual_seed(0)
+    a = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    b = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    b.load_state_dict(a.state_dict())
+    assert state_digest(a) == state_digest(b) and len(state_digest(a)) == 16
+    # values a float16 file holds exactly give the same digest after a float16 round trip
+    a.load_state_dict({k: (v.half().float() if v.is_floating_point() else v) for k, v in a.state_dict().items()})
+    b.load_state_dict({k: (v.half() if v.is_floating_point() else v) for k, v in a.state_dict().items()})
+    assert state_digest(a) == state_digest(b)
+    with torch.no_grad():  # one changed weight, or a changed buffer, changes it
+        b[0].weight[0, 0, 0, 0] += 1e-3
+    assert state_digest(a) != state_digest(b)
+    b.load_state_dict(a.state_dict())
+    b[1].running_mean += 1.0
+    assert state_digest(a) != state_digest(b)

@@ -159,12 +159,13 @@ def test_mi_bspline_recovers_a_phantom_deformation_between_mri_images():
 @pytest.mark.slow
 def test_mi_bspline_reduces_the_endpoint_error_of_moderate_phantom_pairs():
     # The cross-modal claim of Table 1 on ground truth: PAT→MRI on the first 16 test pairs
-    # (moderate misalignment, seed 0). Measured: 2.94 px unregistered, 2.18 px after MI, 14 of
-    # the 16 pairs improved.
+    # (moderate misalignment, seed 0) of phantom 1.2. Measured: 2.94 px unregistered, 2.18 px
+    # after MI, 14 of the 16 pairs improved. On phantom 2.0, whose PAT carries limited-view
+    # artefacts as real PAT does, it does not help (2.77 -> 2.79 px; docs/baselines.md).
     from fusionbench.data.datasets import load_dataset
     from fusionbench.metrics.registration import endpoint_error
 
-    cases = load_dataset("phantom:n=16", "test", jobs=1)
+    cases = load_dataset("phantom:version=1.2,n=16", "test", jobs=1)
     method = MIBSpline()
     before, after = [], []
     for case in cases:
@@ -176,10 +177,10 @@ def test_mi_bspline_reduces_the_endpoint_error_of_moderate_phantom_pairs():
 
 
 def test_shipped_voxelmorph_reduces_the_endpoint_error_of_moderate_phantom_pairs():
-    # The shipped weights (trained on the train split) on the 48 test pairs, moderate
-    # misalignment, seed 0; CPU inference is deterministic. Measured (main job): identity 2.75 px,
-    # voxelmorph 2.69 px, a small gain; p2m+vm (2.90 px) does not improve the input and is not
-    # asserted (README, Registration).
+    # The shipped weights (trained on phantom 2.0's train split) on the 48 test pairs, moderate
+    # misalignment, seed 0; CPU inference is deterministic. Measured (main job): identity 2.76 px,
+    # voxelmorph 2.24 px; p2m+vm (2.91 px) does not improve the input and is not asserted
+    # (docs/results.md, Registration).
     from fusionbench.data.datasets import load_dataset
     from fusionbench.metrics.registration import endpoint_error
 
@@ -190,4 +191,4 @@ def test_shipped_voxelmorph_reduces_the_endpoint_error_of_moderate_phantom_pairs
         body = case.labels_mri > 0
         before.append(endpoint_error(np.zeros_like(case.flow_true), case.flow_true, mask=body)["mean"])
         after.append(endpoint_error(method.register(case.pat, case.mri)[1], case.flow_true, mask=body)["mean"])
-    assert np.mean(after) < np.mean(before) - 0.03
+    assert np.mean(after) < np.mean(before) - 0.4

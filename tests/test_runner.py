@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fusionbench.data.datasets import load_dataset
+from fusionbench.data.datasets import describe_dataset, load_dataset
 from fusionbench.data.io import read_image
 from fusionbench.methods import _REGISTRY, FusionMethod, Trainable, register_method
 from fusionbench.metrics.fusion import fusion_suite
@@ -228,7 +228,7 @@ def test_untrained_methods_are_skipped_unless_named_or_fit(tmp_path, scratch_met
     summary = run(_config(tmp_path / "named", methods=["slowlearner"], fit=["slowlearner"], cache_dir=cache))
     assert _Trainable.fits == 1 and summary.methods["slowlearner"].ok == 4
     record = json.loads((tmp_path / "named" / "run.json").read_text())
-    assert record["weights"]["slowlearner"].startswith(f"fit: {SPEC} train split [")
+    assert record["weights"]["slowlearner"].startswith(f"fit: {describe_dataset(SPEC)} train split [")
     # the cached weights count: an unnamed selection now runs it without training again
     summary = run(_config(tmp_path / "again", methods=["slowlearner"], fit=[], cache_dir=cache))
     assert _Trainable.fits == 1 and summary.methods["slowlearner"].ok == 4
@@ -395,7 +395,7 @@ def test_shipped_weights_run_on_other_data_and_every_table_says_so(tmp_path, scr
         _Trainable.shipped = None
     assert _Trainable.fits == 1 and summary.methods["portable"].ok == 3
     note = summary.methods["portable"].weights
-    assert note.startswith(f"shipped: {SPEC} train split [") and summary.methods["average"].weights == ""
+    assert note.startswith(f"shipped: {describe_dataset(SPEC)} train split [") and summary.methods["average"].weights == ""
     assert json.loads((tmp_path / "real" / "run.json").read_text())["weights"] == {"portable": note}
     build_report(tmp_path / "real")
     md = (tmp_path / "real" / "report" / "fusion.md").read_text()

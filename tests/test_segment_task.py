@@ -50,7 +50,8 @@ def test_run_tasks_writes_tables_figure_and_identical_configs(run_dir):
     dsc = rows[(rows["group"] == "contour") & (rows["metric"] == "dsc")].groupby("method")["value"]
     assert (dsc.size() == len(json.loads((run_dir / "run.json").read_text())["cases"])).all()  # one per image
     np.testing.assert_allclose(contour["dsc_mean"], dsc.mean().reindex(contour.index), rtol=1e-9)
-    np.testing.assert_allclose(contour["dsc_std"], dsc.std(ddof=1).reindex(contour.index), rtol=1e-9)
+    # the std of values read back at 10 digits differs from the table's in the 9th
+    np.testing.assert_allclose(contour["dsc_std"], dsc.std(ddof=1).reindex(contour.index), rtol=1e-7)
     organs = pd.read_csv(seg / "organs.csv", index_col=0)
     body = rows[(rows["group"] == "organs") & (rows["metric"] == "body")].groupby("method")["value"].mean()
     np.testing.assert_allclose(organs["body_mean"], body.reindex(organs.index), rtol=1e-9)

@@ -142,7 +142,7 @@ def test_shipped_weights_count_only_for_their_config_and_data(tmp_path):
 
 def test_every_shipped_weight_folder_matches_its_method(tmp_path):
     """Fails when one part is retrained and its dependants are not (p2m+vm names the digest of
-    the PAMRFuse+ weights whose P2M it uses), or when code changes without retraining."""
+    the P2M generator of the shipped PAMRFuse+ weights), or when code changes without retraining."""
     checked = []
     for name in list_methods():
         if not get_method_info(name).trainable:

@@ -159,7 +159,7 @@ class U2Fusion(TrainableFusion):
     kind = "cnn"
     weights_name = "u2fusion"
     #: The settings of the shipped weights (a CPU budget; the paper trains far longer).
-    train_defaults = {"steps": 200, "batch": 4, "patch": 48, "lr": 1e-4, "pool": 32, "c": 3200.0,
+    train_defaults = {"steps": 2000, "batch": 4, "patch": 48, "lr": 1e-4, "pool": 32, "c": 3200.0,
                       "vgg": "auto", "vgg_size": 112}
     natural_images = False
     clip = 50.0

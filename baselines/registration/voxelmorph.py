@@ -163,7 +163,7 @@ class LearnedRegistration(Trainable, RegistrationMethod):
     #: of another version are then never loaded.
     version = "1"
 
-    def __init__(self, loss: str = "mi", smooth: float = 1.0, steps: int = 600, batch: int = 4,
+    def __init__(self, loss: str = "mi", smooth: float = 1.0, steps: int = 10000, batch: int = 4,
                  lr: float = 1e-4, integration_steps: int = 7, size: int = 128, seed: int = 0,
                  device: str = "auto", weights: str | None = "shipped"):
         similarity_loss(loss)  # fail early on an unknown loss

@@ -33,8 +33,8 @@ from typing import Any
 
 from .case import Case
 
-__all__ = ["parse_dataset_spec", "load_dataset", "dataset_fingerprint", "DATASET_KINDS", "FOLDER_OPTIONS",
-           "FOLDER_KEYWORDS"]
+__all__ = ["parse_dataset_spec", "load_dataset", "dataset_fingerprint", "describe_dataset", "DATASET_KINDS",
+           "FOLDER_OPTIONS", "FOLDER_KEYWORDS"]
 
 DATASET_KINDS = ("phantom", "folder")
 #: Options of ``folder:`` specs; they change the loaded data, so they enter the fingerprint.
@@ -123,6 +123,18 @@ def parse_dataset_spec(spec: str) -> tuple[str, dict[str, Any]]:
         hint = f" (to use the folder, write folder:{spec})"
     raise ValueError(f"unknown dataset kind {kind!r} in spec {spec!r}; expected 'phantom[:key=value,...]' "
                      f"or 'folder:PATH'{hint}")
+
+
+def describe_dataset(spec: str) -> str:
+    """A short label for tables and provenance records that names the phantom's look even when the
+    spec leaves it to the default, e.g. ``"phantom 2.0"`` or ``"phantom 1.2 (n=16)"``; other
+    specs are returned as given."""
+    kind, params = parse_dataset_spec(spec)
+    if kind != "phantom":
+        return spec.strip()
+    version = _phantom_config(params).version
+    rest = ",".join(f"{k}={v}" for k, v in params.items() if k != "version")
+    return f"phantom {version}" + (f" ({rest})" if rest else "")
 
 
 def _phantom_config(params: dict[str, Any]):

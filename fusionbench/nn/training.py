@@ -2,6 +2,7 @@
 provenance is :mod:`fusionbench.weights`'s)."""
 from __future__ import annotations
 
+import hashlib
 import io
 import random
 from pathlib import Path
@@ -32,6 +33,19 @@ def save_state(path: str | Path, state: dict[str, torch.Tensor]) -> None:
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in state.items()}, buf)
     atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def state_digest(module: nn.Module) -> str:
+    """SHA-256 (16 hex digits) of a module's parameters and buffers, by name, as float32 on the CPU.
+
+    Independent of device, of the dtype the weights were stored in and of how they were loaded, so
+    two models compute the same digest exactly when they compute the same function.
+    """
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def load_state(path: str | Path) -> dict[str, torch.Tensor]:
