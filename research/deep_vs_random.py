@@ -11,7 +11,8 @@ as they come (unregistered), the same input for both weight sets. ``--csv`` keep
 how decisive CNN's focus map is, and how closely VGGML's detail weights follow the sources' local
 detail energy, with trained and with random weights.
 
-Usage: ``python research/deep_vs_random.py [--methods cnn,mefgan] [--split test] [--pairs N] [--csv F] [--why]``
+Usage: ``python research/deep_vs_random.py [--methods cnn,mefgan] [--dataset phantom] [--split test] [--pairs N]
+[--csv F] [--why]``
 """
 from __future__ import annotations
 
@@ -83,6 +84,7 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--methods", default=None, help="NAME,... (default: every deep method)")
+    ap.add_argument("--dataset", default="phantom", help="e.g. phantom:version=1.2")
     ap.add_argument("--split", default="test")
     ap.add_argument("--pairs", type=int, default=None, help="only the first N pairs")
     ap.add_argument("--threads", type=int, default=1)
@@ -91,10 +93,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.why:
-        why(load_dataset("phantom", args.split)[: args.pairs or 4])
+        why(load_dataset(args.dataset, args.split)[: args.pairs or 4])
         return 0
     names = args.methods.split(",") if args.methods else [*trainable_deep_methods(), "vggml"]
-    cases = load_dataset("phantom", args.split)[: args.pairs]
+    cases = load_dataset(args.dataset, args.split)[: args.pairs]
     rows = []
     for name in names:
         for weights, settings in ARMS.get(name, DEFAULT_ARMS).items():
