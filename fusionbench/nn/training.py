@@ -39,7 +39,7 @@ def state_digest(module: nn.Module) -> str:
     """SHA-256 (16 hex digits) of a module's parameters and buffers, by name, as float32 on the CPU.
 
     Independent of device, of the dtype the weights were stored in and of how they were loaded, so
-    two models compute the same digest exactly when they compute the same function.
+    two modules get the same digest exactly when their parameters and buffers hold the same values.
     """
     h = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
