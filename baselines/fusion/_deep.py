@@ -10,8 +10,8 @@ share, so that a method module only states its network, its loss and its fusion 
     (PAT -> ``ir``, MRI -> ``vis`` by default), the device (``"auto"``: CUDA when present) and the
     float32 [0, 1] output. Subclasses implement :meth:`TorchFusion.fuse_pair`.
 :class:`TrainableFusion`
-    Adds shipped weights (``baselines/weights/NAME.pt`` + ``NAME.json`` provenance, float16 on
-    disk), a seeded, checkpointed training loop, and :meth:`TrainableFusion.fit` cached by the
+    Adds shipped weights (``baselines/weights/NAME/weights.pt`` + ``provenance.json``, float32 as
+    validated), a seeded, checkpointed training loop, and :meth:`TrainableFusion.fit` cached by the
     content hash of the training cases and the training configuration. Subclasses implement
     :meth:`~TrainableFusion.build`, :meth:`~TrainableFusion.sample_batch` and
     :meth:`~TrainableFusion.loss` (or :meth:`~TrainableFusion.train_step` for several optimisers,
