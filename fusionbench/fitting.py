@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["BudgetExhausted", "FitControl", "parse_budget", "validation_metric", "validation_scores",
+__all__ = ["BudgetExhausted", "FitControl", "TrainingClock", "parse_budget", "validation_metric", "validation_scores",
            "validation_record", "tail_trend", "save_curves", "TAIL", "PLATEAU_TOL"]
 
 #: The share of the training steps whose validation points decide whether a run has converged.
@@ -105,6 +105,31 @@ class FitControl:
 
     def cases(self) -> list[Any]:
         return list(self.val_cases or [])[:VAL_CASES]
+
+
+class TrainingClock:
+    """Seconds a run has trained, summed over every session that resumed it.
+
+    A training loop starts one from its checkpoint (:meth:`resume`; a fresh run starts at 0),
+    writes :meth:`total` into each checkpoint and reports it as the fit's ``train_seconds``, so the
+    weights' provenance says what the whole schedule cost, not only its last resumed part. Work
+    done after the last checkpoint of an interrupted session is redone on resume and counted once.
+    A checkpoint without the count gives an unknown total: :meth:`total` is then ``None``.
+    """
+
+    def __init__(self, before: float | None = 0.0):
+        self.before = None if before is None else float(before)
+        self.started = time.perf_counter()
+
+    @classmethod
+    def resume(cls, saved: dict | None, key: str = "train_seconds") -> "TrainingClock":
+        """The clock of a run resumed from checkpoint dict ``saved`` (``None``: a fresh run)."""
+        return cls(0.0) if saved is None else cls(saved.get(key))
+
+    def total(self) -> float | None:
+        if self.before is None:
+            return None
+        return round(self.before + time.perf_counter() - self.started, 1)
 
 
 def validation_metric(method) -> tuple[str, bool]:

@@ -202,6 +202,8 @@ def _fit_into(name: str, method, cases, folder: Path, fingerprint: str, data: st
     metrics = (method.fit(cases, work, control=control) if control is not None and _accepts_control(method)
                else method.fit(cases, work)) or {}
     seconds = time.perf_counter() - t0
+    if isinstance(metrics.get("train_seconds"), (int, float)):
+        seconds = metrics["train_seconds"]  # the whole schedule's, over every resumed session
     staging = folder / f"weights.tmp{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from fusionbench.data.io import atomic_write_bytes
-from fusionbench.fitting import BudgetExhausted, FitControl
+from fusionbench.fitting import BudgetExhausted, FitControl, TrainingClock
 from fusionbench.nn.layers import resolve_device
 from fusionbench.nn.training import seed_everything
 from fusionbench.nn.vgg import VGGTaps
@@ -83,6 +83,7 @@ class Trainer:
         self.pool_p = ImagePool(cfg.pool_size, seed=cfg.seed + 1)
         self.epoch = 0
         self.history: list[dict[str, float]] = []
+        self.clock = TrainingClock()
         use_amp = self.device.type == "cuda"
         self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else nullcontext
 
@@ -91,7 +92,8 @@ class Trainer:
         return {"net": self.net.state_dict(), "opts": {k: o.state_dict() for k, o in self.opts.items()},
                 "scheds": {k: s.state_dict() for k, s in self.scheds.items()},
                 "pools": [self.pool_m.state_dict(), self.pool_p.state_dict()],
-                "epoch": self.epoch, "history": self.history, "config": self.cfg.to_dict()}
+                "epoch": self.epoch, "history": self.history, "config": self.cfg.to_dict(),
+                **({} if self.clock.total() is None else {"train_seconds": self.clock.total()})}
 
     def save_checkpoint(self) -> Path:
         buf = io.BytesIO()
@@ -124,6 +126,7 @@ class Trainer:
         self.pool_m.load_state_dict(state["pools"][0])
         self.pool_p.load_state_dict(state["pools"][1])
         self.epoch, self.history = state["epoch"], state["history"]
+        self.clock = TrainingClock.resume(state)
 
     # --------------------------------------------------------------------------- steps
     def _zero(self, *names: str) -> None:
@@ -349,7 +352,7 @@ def fit_pamrfuse(cases: Sequence[Any], workdir, preset: str | PAMRFuseConfig = "
     trainer.run(pats, mris, validate=validate, control=control)
     elapsed = time.perf_counter() - t0
     metrics = {"vgg_source": trainer.vgg_source, "n_cases": len(cases), "epochs": trainer.epoch,
-               "last_session_seconds": round(elapsed, 1),
+               "last_session_seconds": round(elapsed, 1), "train_seconds": trainer.clock.total(),
                "final_losses": trainer.history[-1] if trainer.history else {}}
     atomic_write_bytes(workdir / "history.json", json.dumps(trainer.history, indent=1).encode())
     return trainer.net.eval(), metrics

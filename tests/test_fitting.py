@@ -4,6 +4,7 @@ PAMRFuse+)."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,8 @@ import torch
 from scipy import ndimage
 
 from fusionbench.data import Case
-from fusionbench.fitting import (BudgetExhausted, FitControl, parse_budget, tail_trend, validation_metric,
-                                 validation_scores)
+from fusionbench.fitting import (BudgetExhausted, FitControl, TrainingClock, parse_budget, tail_trend,
+                                 validation_metric, validation_scores)
 from fusionbench.methods import create_method
 from fusionbench.metrics import fusion as fm
 from fusionbench.weights import WeightsError, cache_folder, converged, data_fingerprint, prepare_weights, ship_weights
@@ -148,6 +149,25 @@ def _warped(case):
     return warp(case.pat, case.flow_true)
 
 
+def test_training_clock_adds_the_checkpoints_count(monkeypatch):
+    import fusionbench.fitting as fitting
+
+    now = [50.0]
+    monkeypatch.setattr(fitting.time, "perf_counter", lambda: now[0])
+    fresh, resumed, legacy = TrainingClock.resume(None), TrainingClock.resume({"train_seconds": 1000.0}), \
+        TrainingClock.resume({"history": []})
+    now[0] = 62.3
+    assert fresh.total() == pytest.approx(12.3) and resumed.total() == pytest.approx(1012.3)
+    assert legacy.total() is None  # a checkpoint without the count: unknown, not a part passed off as the whole
+
+
+def _pretend_earlier_sessions(ckpt: Path, seconds: float, pickled: bool = False) -> None:
+    """Rewrite checkpoint ``ckpt`` as if the sessions before it had trained ``seconds``."""
+    blob = torch.load(ckpt, weights_only=not pickled)
+    blob["train_seconds"] = seconds
+    torch.save(blob, ckpt)
+
+
 # ----------------------------------------------------------------------------- the three loops
 
 def test_deep_fusion_stops_on_budget_and_resumes_to_the_same_run(tmp_path):
@@ -166,8 +186,13 @@ def test_deep_fusion_stops_on_budget_and_resumes_to_the_same_run(tmp_path):
     with pytest.raises(BudgetExhausted, match="step 1/4") as info:
         stopped.train(data, steps=4, checkpoint=ckpt, checkpoint_every=1, control=FitControl(budget=1e-9, **control))
     assert info.value.step == 1 and ckpt.is_file() and (tmp_path / "curves.png").is_file()
+    assert 0 < torch.load(ckpt, weights_only=True)["train_seconds"] < 600
+    _pretend_earlier_sessions(ckpt, 1000.0)
     resumed = DenseFuse(**kw)
+    t0 = time.perf_counter()
     h2 = resumed.train(data, steps=4, checkpoint=ckpt, checkpoint_every=1, control=FitControl(**control))
+    # the whole schedule's training time: the earlier sessions' count plus this session's
+    assert 1000.0 < resumed.clock.total() <= 1000.0 + time.perf_counter() - t0 + 0.1
     # scoring between steps moves no random stream: same losses, same curve as the uninterrupted run
     assert h2 == pytest.approx(h1, rel=1e-5)
     assert np.allclose(np.asarray(resumed.val_history), np.asarray(straight.val_history), rtol=1e-5)
@@ -215,9 +240,14 @@ def test_voxelmorph_checkpoints_stops_on_budget_and_resumes_to_the_same_weights(
                         control=FitControl(budget=1e-9, **control))
     folder = cache_folder("voxelmorph", stopped, data_fingerprint(cases), tmp_path / "b")
     assert (folder / "work" / "train.ckpt").is_file() and not (folder / "weights").exists()
+    _pretend_earlier_sessions(folder / "work" / "train.ckpt", 1000.0)
     resumed = fresh()
+    t0 = time.perf_counter()
     assert prepare_weights("voxelmorph", resumed, cases, cache_dir=tmp_path / "b", allow_fit=True,
                            control=FitControl(**control)) == "fitted"
+    # the provenance counts every session of the schedule, not only the one that finished it
+    assert 1000.0 < resumed.provenance["train_seconds"] <= 1000.0 + time.perf_counter() - t0 + 0.1
+    assert whole.provenance["train_seconds"] < 1000.0
     assert resumed.provenance["weights_sha256"] == whole.provenance["weights_sha256"]
     a, b = whole.provenance["metrics"]["validation"], resumed.provenance["metrics"]["validation"]
     assert a["metric"] == "EPE" and a["higher_is_better"] is False
@@ -230,12 +260,16 @@ def test_pamrfuse_scores_every_epoch_and_stops_on_budget(tmp_path):
 
     cases = _pairs(n=2, size=40)
     stopped = pm.PAMRFusePlus(preset="tiny", weights=None, device="cpu")
-    with pytest.raises(BudgetExhausted, match="epoch 1/2"):
+    with pytest.raises(BudgetExhausted, match="epoch 1/2") as info:
         prepare_weights("pamrfuse+", stopped, cases, cache_dir=tmp_path, allow_fit=True,
                         control=FitControl(budget=1e-9, val_cases=cases))
+    _pretend_earlier_sessions(Path(info.value.checkpoint), 1000.0, pickled=True)
     resumed = pm.PAMRFusePlus(preset="tiny", weights=None, device="cpu")
+    t0 = time.perf_counter()
     assert prepare_weights("pamrfuse+", resumed, cases, cache_dir=tmp_path, allow_fit=True,
                            control=FitControl(val_cases=cases)) == "fitted"
+    assert 1000.0 < resumed.provenance["train_seconds"] <= 1000.0 + time.perf_counter() - t0 + 0.1
+    assert resumed.provenance["metrics"]["last_session_seconds"] < 1000.0
     val = resumed.provenance["metrics"]["validation"]
     assert val["metric"] == "EPE" and val["unit"] == "epoch" and [p[0] for p in val["points"]] == [1, 2]
     work = Path(resumed.provenance["folder"]).parent / "work"

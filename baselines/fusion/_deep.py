@@ -39,8 +39,8 @@ import torch
 from torch import nn
 
 from fusionbench.data.io import as_image, check_same_shape
-from fusionbench.fitting import (BudgetExhausted, FitControl, save_curves, validation_metric, validation_record,
-                                 validation_scores)
+from fusionbench.fitting import (BudgetExhausted, FitControl, TrainingClock, save_curves, validation_metric,
+                                 validation_record, validation_scores)
 from fusionbench.methods import FusionMethod, Trainable
 from fusionbench.nn.layers import resolve_device
 from fusionbench.nn.training import load_state, parameter_count, save_state, seed_everything
@@ -351,6 +351,7 @@ class TrainableFusion(Trainable, TorchFusion):
         val_every = control.every(steps) if control is not None else 0
         metric, _ = validation_metric(self)
         ckpt = Path(checkpoint) if checkpoint is not None else None
+        saved = None
         if ckpt is not None and ckpt.is_file():
             saved = torch.load(ckpt, map_location=self.torch_device, weights_only=True)
             self.net.load_state_dict(saved["net"])
@@ -360,6 +361,7 @@ class TrainableFusion(Trainable, TorchFusion):
             torch.set_rng_state(saved["torch_rng"])
             history = list(saved["history"])
             self.val_history = [tuple(p) for p in json.loads(saved.get("val_history", "[]"))]
+        self.clock = TrainingClock.resume(saved)
         start, t0 = len(history), time.perf_counter()
         for step in range(start, steps):
             terms = self.train_step(self.sample_batch(data, rng))
@@ -387,6 +389,8 @@ class TrainableFusion(Trainable, TorchFusion):
                         "opt": {n: o.state_dict() for n, o in self._optimizers.items()},
                         "rng": json.dumps(rng.bit_generator.state), "torch_rng": torch.get_rng_state(),
                         "history": history, "val_history": json.dumps(self.val_history)}
+                if self.clock.total() is not None:
+                    blob["train_seconds"] = self.clock.total()
                 ckpt.parent.mkdir(parents=True, exist_ok=True)
                 torch.save(blob, ckpt.with_suffix(".tmp"))
                 ckpt.with_suffix(".tmp").replace(ckpt)
@@ -426,7 +430,7 @@ class TrainableFusion(Trainable, TorchFusion):
                    "loss_first": float(hist[0]) if len(hist) else None,
                    "loss_last": float(hist[-max(1, len(hist) // 20):].mean()) if len(hist) else None,
                    "loss_curve_deciles": deciles, "parameters": parameter_count(self.net),
-                   **self.training_metrics()}
+                   "train_seconds": self.clock.total(), **self.training_metrics()}
         if self.val_history:
             metrics["validation"] = validation_record(self, self.val_history, len(hist), len(control.cases()))
         return metrics

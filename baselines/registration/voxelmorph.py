@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusionbench.data.io import as_image, atomic_write_bytes, check_same_shape
-from fusionbench.fitting import (BudgetExhausted, FitControl, save_curves, validation_metric, validation_record,
-                                 validation_scores)
+from fusionbench.fitting import (BudgetExhausted, FitControl, TrainingClock, save_curves, validation_metric,
+                                 validation_record, validation_scores)
 from fusionbench.methods import RegistrationMethod, Trainable, register_method
 from fusionbench.nn.layers import SpatialTransformer, VecInt, resolve_device
 from fusionbench.nn.losses import local_ncc_loss, parzen_mi_loss, smoothness_loss
@@ -223,7 +223,8 @@ class LearnedRegistration(Trainable, RegistrationMethod):
         if not cases:
             raise ValueError(f"{self.name}: fit needs at least one training case")
         history = self._train(cases, Path(workdir) / "train.ckpt", control)
-        metrics = {"n_cases": len(cases), "loss_first": history[0], "loss_last": float(np.mean(history[-50:]))}
+        metrics = {"n_cases": len(cases), "loss_first": history[0], "loss_last": float(np.mean(history[-50:])),
+                   "train_seconds": self.clock.total()}
         if self.val_history:
             metrics["validation"] = validation_record(self, self.val_history, self.steps, len(control.cases()))
         return metrics
@@ -244,6 +245,7 @@ class LearnedRegistration(Trainable, RegistrationMethod):
         val_cases = control.cases() if control is not None else []
         every = control.every(self.steps) if control is not None else 0
         metric, _ = validation_metric(self)
+        saved = None
         if ckpt is not None and ckpt.is_file():
             saved = torch.load(ckpt, map_location=device, weights_only=True)
             net.load_state_dict(saved["net"])
@@ -252,6 +254,7 @@ class LearnedRegistration(Trainable, RegistrationMethod):
             torch.set_rng_state(saved["torch_rng"])
             history = list(saved["history"])
             self.val_history = [tuple(p) for p in json.loads(saved["val_history"])]
+        self.clock = TrainingClock.resume(saved)
         for step in range(len(history), self.steps):
             idx = rng.choice(len(cases), size=min(self.batch, len(cases)), replace=False)
             x = _augment(data[idx], rng).to(device)
@@ -274,6 +277,8 @@ class LearnedRegistration(Trainable, RegistrationMethod):
                 blob = {"net": net.state_dict(), "opt": opt.state_dict(), "rng": json.dumps(rng.bit_generator.state),
                         "torch_rng": torch.get_rng_state(), "history": history,
                         "val_history": json.dumps(self.val_history)}
+                if self.clock.total() is not None:
+                    blob["train_seconds"] = self.clock.total()
                 buf = io.BytesIO()
                 torch.save(blob, buf)
                 atomic_write_bytes(ckpt, buf.getvalue())
