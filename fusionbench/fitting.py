@@ -129,7 +129,7 @@ class TrainingClock:
     def total(self) -> float | None:
         if self.before is None:
             return None
-        return round(self.before + time.perf_counter() - self.started, 1)
+        return self.before + time.perf_counter() - self.started
 
 
 def validation_metric(method) -> tuple[str, bool]:
