@@ -26,8 +26,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["BudgetExhausted", "FitControl", "TrainingClock", "parse_budget", "validation_metric", "validation_scores",
-           "validation_record", "tail_trend", "save_curves", "TAIL", "PLATEAU_TOL"]
+__all__ = ["BudgetExhausted", "FitControl", "TrainingClock", "parse_budget", "validation_metric",
+           "validation_scores", "validation_record", "tail_trend", "save_curves", "TAIL", "PLATEAU_TOL"]
 
 #: The share of the training steps whose validation points decide whether a run has converged.
 TAIL = 0.2
@@ -130,6 +130,11 @@ class TrainingClock:
         if self.before is None:
             return None
         return self.before + time.perf_counter() - self.started
+
+    def stamp(self, checkpoint: dict, key: str = "train_seconds") -> dict:
+        """``checkpoint`` with the total so far under ``key`` (left out while it is unknown)."""
+        total = self.total()
+        return checkpoint if total is None else {**checkpoint, key: total}
 
 
 def validation_metric(method) -> tuple[str, bool]:

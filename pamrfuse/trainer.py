@@ -89,11 +89,11 @@ class Trainer:
 
     # --------------------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:
-        return {"net": self.net.state_dict(), "opts": {k: o.state_dict() for k, o in self.opts.items()},
-                "scheds": {k: s.state_dict() for k, s in self.scheds.items()},
-                "pools": [self.pool_m.state_dict(), self.pool_p.state_dict()],
-                "epoch": self.epoch, "history": self.history, "config": self.cfg.to_dict(),
-                **({} if self.clock.total() is None else {"train_seconds": self.clock.total()})}
+        return self.clock.stamp({"net": self.net.state_dict(),
+                                 "opts": {k: o.state_dict() for k, o in self.opts.items()},
+                                 "scheds": {k: s.state_dict() for k, s in self.scheds.items()},
+                                 "pools": [self.pool_m.state_dict(), self.pool_p.state_dict()],
+                                 "epoch": self.epoch, "history": self.history, "config": self.cfg.to_dict()})
 
     def save_checkpoint(self) -> Path:
         buf = io.BytesIO()

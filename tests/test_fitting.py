@@ -159,6 +159,8 @@ def test_training_clock_adds_the_checkpoints_count(monkeypatch):
     now[0] = 62.3
     assert fresh.total() == pytest.approx(12.3) and resumed.total() == pytest.approx(1012.3)
     assert legacy.total() is None  # a checkpoint without the count: unknown, not a part passed off as the whole
+    assert resumed.stamp({"epoch": 3}) == {"epoch": 3, "train_seconds": pytest.approx(1012.3)}
+    assert legacy.stamp({"epoch": 3}) == {"epoch": 3}
 
 
 def _pretend_earlier_sessions(ckpt: Path, seconds: float, pickled: bool = False) -> None:

@@ -385,12 +385,11 @@ class TrainableFusion(Trainable, TorchFusion):
                     log(f"{self.name or type(self).__name__} step {done}/{steps} validation {metric}={score:.4f}")
             at_checkpoint = done % checkpoint_every == 0 or done == steps
             if ckpt is not None and at_checkpoint:
-                blob = {"net": self.net.state_dict(),
-                        "opt": {n: o.state_dict() for n, o in self._optimizers.items()},
-                        "rng": json.dumps(rng.bit_generator.state), "torch_rng": torch.get_rng_state(),
-                        "history": history, "val_history": json.dumps(self.val_history)}
-                if self.clock.total() is not None:
-                    blob["train_seconds"] = self.clock.total()
+                blob = self.clock.stamp({"net": self.net.state_dict(),
+                                         "opt": {n: o.state_dict() for n, o in self._optimizers.items()},
+                                         "rng": json.dumps(rng.bit_generator.state),
+                                         "torch_rng": torch.get_rng_state(), "history": history,
+                                         "val_history": json.dumps(self.val_history)})
                 ckpt.parent.mkdir(parents=True, exist_ok=True)
                 torch.save(blob, ckpt.with_suffix(".tmp"))
                 ckpt.with_suffix(".tmp").replace(ckpt)

@@ -274,11 +274,10 @@ class LearnedRegistration(Trainable, RegistrationMethod):
                 net.to(device).train()
             at_checkpoint = done % self.checkpoint_every == 0 or done == self.steps
             if ckpt is not None and at_checkpoint:
-                blob = {"net": net.state_dict(), "opt": opt.state_dict(), "rng": json.dumps(rng.bit_generator.state),
-                        "torch_rng": torch.get_rng_state(), "history": history,
-                        "val_history": json.dumps(self.val_history)}
-                if self.clock.total() is not None:
-                    blob["train_seconds"] = self.clock.total()
+                blob = self.clock.stamp({"net": net.state_dict(), "opt": opt.state_dict(),
+                                         "rng": json.dumps(rng.bit_generator.state),
+                                         "torch_rng": torch.get_rng_state(), "history": history,
+                                         "val_history": json.dumps(self.val_history)})
                 buf = io.BytesIO()
                 torch.save(blob, buf)
                 atomic_write_bytes(ckpt, buf.getvalue())
