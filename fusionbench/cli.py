@@ -317,6 +317,9 @@ def fit_cmd(method: str = typer.Argument(...), dataset: str = typer.Option("phan
         options = _method_settings(settings or [], per_method=False)
         if preset is not None:
             options["preset"] = preset
+        if "weights" in options:
+            _fail(f"--set weights=...: fit trains its own weights; a weights folder is for `fusionbench run "
+                  f"--set {info.name}.weights=FOLDER`")
         cases = load_dataset(dataset, split="train")
         if not all(c.has_mri for c in cases):
             _fail(f"dataset {dataset!r} is PAT-only (no MRI images); {info.name} trains on PAT/MRI pairs")

@@ -49,7 +49,7 @@ def weights_note(record: dict[str, Any], state: str | None = None) -> str:
         return "untrained"
     data = record.get("data", {})
     origin = {"shipped": "shipped: ", "shipped-other-data": "shipped: ", "cached": "fit: ",
-              "fitted": "fit: "}.get(state or "", "trained on ")
+              "fitted": "fit: ", "given": "given: "}.get(state or "", "trained on ")
     return (f"{origin}{data.get('description') or data.get('fingerprint', '?')} "
             f"[{record.get('weights_sha256', '?')[:8]}]")
 
@@ -224,12 +224,24 @@ def _load_shipped(method) -> None:
         load_into(method, folder)
 
 
+def _given_folder(method) -> Path | None:
+    """The weights folder the method loaded when it was created, unless it is its shipped one."""
+    folder = (getattr(method, "provenance", None) or {}).get("folder")
+    if not folder:
+        return None
+    shipped = method.shipped_weights() if hasattr(method, "shipped_weights") else None
+    if shipped is not None and Path(folder).resolve() == Path(shipped).resolve():
+        return None
+    return Path(folder)
+
+
 def prepare_weights(name: str, method, train_cases: Sequence[Any] | Callable[[], Sequence[Any]] | None, *,
                     cache_dir: str | Path | None = None, allow_fit: bool = False, data: str = "",
                     log: Callable[[str], None] | None = None, control=None) -> str:
     """Give a trainable ``method`` its weights for a dataset whose train split is ``train_cases``.
 
-    In this order: the shipped weights when their provenance names the method's ``train_config``
+    In this order: the weights folder the method was created with (``weights=FOLDER``: the user's
+    choice, used as it is, never refitted; ``"given"``); the shipped weights when their provenance names the method's ``train_config``
     and these data (``"shipped"``); a cached fit under :func:`weights_root` with the same
     :func:`weights_key` (``"cached"``); with ``allow_fit``, a fit now, cached, its checkpoints in
     the cache folder's ``work/`` so an interrupted fit resumes (``"fitted"``; it starts from the
@@ -242,6 +254,8 @@ def prepare_weights(name: str, method, train_cases: Sequence[Any] | Callable[[],
     cases; a spent budget raises :class:`~fusionbench.fitting.BudgetExhausted` with nothing cached
     but the checkpoint.
     """
+    if _given_folder(method) is not None:
+        return "given"
     cases = train_cases() if callable(train_cases) else train_cases
     fingerprint = data_fingerprint(cases) if cases else None
     shipped = shipped_state(method, fingerprint)

@@ -125,6 +125,7 @@ def test_fit_with_a_preset_is_the_fit_a_run_with_the_same_settings_uses(tmp_path
     folders = list((tmp_path / "cache" / "weights" / "pamrfuse+").glob("*/weights"))
     assert len(folders) == 1 and (folders[0] / "weights.pt").is_file()
     record = read_provenance(folders[0])
+    record_sha = record["weights_sha256"]
     assert record["train_config"]["preset"] == "tiny" and record["metrics"]["epochs"] >= 1
     again = runner.invoke(app, ["fit", "pamrfuse+", "--dataset", data, "--preset", "tiny", "--device", "cpu"])
     assert again.exit_code == 0 and "cached weights" in again.output
@@ -139,6 +140,20 @@ def test_fit_with_a_preset_is_the_fit_a_run_with_the_same_settings_uses(tmp_path
     assert record["method_settings"] == {"pamrfuse+": {"preset": "tiny"}}
     assert record["method_configs"]["pamrfuse+"]["config"]["preset"] == "tiny"
     assert record["weights"]["pamrfuse+"].startswith("fit: phantom 2.0 (n=4,size=64) train split [")
+
+    # The fit's folder applied to other data (e.g. real pairs): used as given, nothing refitted.
+    other = "phantom:n=4,size=64,seed=7"
+    given = runner.invoke(app, ["run", "--dataset", other, "--registration", "identity", "--jobs", "1",
+                                "--metrics", "SF", "--limit", "1", "--device", "cpu", "--methods", "pamrfuse+",
+                                "--set", "pamrfuse+.preset=tiny", "--set", f'pamrfuse+.weights="{folders[0]}"',
+                                "--out", str(tmp_path / "given"), "--no-report"])
+    assert given.exit_code == 0, given.output
+    assert "fitting" not in given.output
+    assert json.loads((tmp_path / "given" / "run.json").read_text())["weights"]["pamrfuse+"] == (
+        f"given: phantom 2.0 (n=4,size=64) train split [{record_sha[:8]}]")
+    refit = runner.invoke(app, ["fit", "pamrfuse+", "--dataset", other, "--preset", "tiny", "--device", "cpu",
+                                "--set", f'weights="{folders[0]}"'])
+    assert refit.exit_code != 0 and "a weights folder is for `fusionbench run" in refit.output
 
 
 def test_bad_method_settings_are_one_clear_line(tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ from fusionbench.data import Case
 from fusionbench.methods import FusionMethod, Trainable, create_method, get_method_info, list_methods
 from fusionbench.weights import (PROVENANCE_FILE, WeightsError, canonical, data_fingerprint, load_into,
                                  prepare_weights, read_provenance, ship_weights, shipped_state,
-                                 weights_digest, weights_key)
+                                 weights_digest, weights_key, weights_note)
 
 
 class Scaler(Trainable, FusionMethod):
@@ -184,3 +184,25 @@ def test_a_fit_on_other_data_starts_from_the_shipped_weights_and_the_key_says_so
     plain = Scaler()
     assert prepare_weights("scaler", plain, _cases(n=1, value=0.5), cache_dir=tmp_path / "c1") == "shipped-other-data"
     assert plain.provenance["weights_sha256"] == shipped_sha
+
+
+def test_a_weights_folder_given_at_creation_is_used_on_any_data_and_never_refitted(tmp_path):
+    """``run --set METHOD.weights=FOLDER``: weights fitted on one dataset, applied to another."""
+    phantom, real = _cases(), _cases(n=2, value=0.75)
+    fitted = Scaler(steps=4)
+    prepare_weights("scaler", fitted, phantom, cache_dir=tmp_path / "c0", allow_fit=True)
+    folder = fitted.provenance["folder"]
+
+    given = Scaler(steps=4)
+    load_into(given, folder)  # what a method's ``weights=FOLDER`` does when it is created
+    assert prepare_weights("scaler", given, real, cache_dir=tmp_path / "c1", allow_fit=True) == "given"
+    assert Scaler.fits == 1 and given.scale == pytest.approx(0.2)  # 1 / (4 + 1), not refitted on ``real``
+    assert given.provenance["data"]["fingerprint"] == data_fingerprint(phantom)
+    assert weights_note(given.provenance, "given").startswith("given: ")
+    # Loading the shipped folder at creation is not a choice of weights: the usual order applies.
+    Scaler.shipped = tmp_path / "shipped"
+    ship_weights(fitted, folder, require_converged=False)
+    own = Scaler(steps=4)
+    load_into(own, Scaler.shipped)
+    assert prepare_weights("scaler", own, phantom, cache_dir=tmp_path / "c2") == "shipped"
+    assert prepare_weights("scaler", Scaler(steps=4), real, cache_dir=tmp_path / "c2") == "shipped-other-data"
