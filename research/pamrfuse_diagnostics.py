@@ -32,6 +32,7 @@ def load_model(weights: str):
 
     import pamrfuse.method as pm
     from pamrfuse.presets import PAMRFuseConfig
+    from fusionbench.weights import read_provenance
 
     if weights == "shipped":
         return pm.PAMRFusePlus(device="cpu")
@@ -41,7 +42,9 @@ def load_model(weights: str):
         model = pm.PAMRFusePlus(preset=cfg, weights=None, device="cpu")
         model.net.load_state_dict(state["net"])
         return model
-    return pm.PAMRFusePlus(weights=weights, device="cpu")
+    # a fit's folder: the configuration its provenance records (any preset or --set)
+    recorded = {k: v for k, v in read_provenance(weights)["train_config"].items() if k != "version"}
+    return pm.PAMRFusePlus(preset=PAMRFuseConfig.from_dict(recorded), weights=weights, device="cpu")
 
 
 def as_input(model, img: np.ndarray, size: int):
