@@ -178,9 +178,11 @@ def main(argv=None) -> int:
         mri = as_input(model, case.mri, size)
         perfect = perfect_target(model, case)
         with torch.no_grad():
-            pseudo = net.pseudo_mri(as_input(model, case.pat, size))
-            if net.mlr is not None:
-                record("mlr, perfect target", project_flow(net.mlr(perfect, mri)["flow"], case.pat.shape))
+            pat = as_input(model, case.pat, size)
+            pseudo = net.pseudo_mri(pat)
+            if net.mlr is not None:  # the released code's PAT branch also sees the real PAT
+                flow = net.mlr(perfect, mri, pat if net.mlr.pat_branch else None)["flow"]
+                record("mlr, perfect target", project_flow(flow, case.pat.shape))
         for target_name, target in (("pseudo-MRI", pseudo), ("perfect", perfect)):
             for kind in ("affine", "grid"):
                 record(f"direct {kind}, {target_name}", project_flow(fit_direct(target, mri, kind), case.pat.shape))
