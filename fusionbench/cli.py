@@ -286,7 +286,11 @@ def fit_cmd(method: str = typer.Argument(...), dataset: str = typer.Option("phan
                                                     "points (default: about 50 per run)"),
             cache_dir: Optional[Path] = typer.Option(None, "--cache-dir",
                                                      help="default $FUSIONBENCH_CACHE/weights or "
-                                                          "~/.cache/fusionbench/weights")) -> None:
+                                                          "~/.cache/fusionbench/weights"),
+            init: Optional[Path] = typer.Option(None, "--init", help="start from this weights folder "
+                                                "(fine-tuning; other settings allowed where the networks "
+                                                "agree); run the result with --set METHOD.weights=FOLDER "
+                                                "or --ship it")) -> None:
     """Train one method on a dataset's train split and cache its weights for later runs.
 
     A run uses the weights when it creates the method alike: ``fusionbench fit pamrfuse+ --preset
@@ -333,7 +337,8 @@ def fit_cmd(method: str = typer.Argument(...), dataset: str = typer.Option("phan
         control = FitControl(budget=seconds, val_cases=val_cases or None, val_every=val_every)
         try:
             fitted, state = fit_method(info.name, dataset, cache_dir=cache_dir, device=dev, settings=options,
-                                       train_cases=cases, allow_fit=True, log=console.print, control=control)
+                                       train_cases=cases, allow_fit=True, log=console.print, control=control,
+                                       init=init)
         except BudgetExhausted as exc:
             console.print(f"{info.name}: {exc}", highlight=False)
             raise typer.Exit(75)

@@ -52,7 +52,7 @@ from .external import ExternalError, ExternalFusion, parse_external
 from .methods import IDENTITY, create_method, default_registration, get_method_info, list_methods, load_plugins
 from .pipeline import fuse_step, register_step
 from .scoring import fusion_columns, score_fusion, score_registration
-from .weights import prepare_weights, weights_note
+from .weights import prepare_weights, start_from, weights_note
 
 __all__ = ["RunConfig", "RunSummary", "MethodStatus", "Progress", "RunError", "run", "fit_method",
            "create_configured", "method_identity", "resolve_device", "case_file", "config_fingerprint"]
@@ -215,19 +215,22 @@ def method_identity(method) -> dict[str, Any]:
 
 def fit_method(name: str, dataset: str, *, cache_dir: Path | None = None, device: str = "cpu",
                settings: dict[str, Any] | None = None, train_cases=None, allow_fit: bool = True, log=None,
-               control=None):
+               control=None, init: str | Path | None = None):
     """Create one method and give it its weights for ``dataset``'s train split (shipped, cached,
     or fitted now when ``allow_fit``), through :func:`fusionbench.weights.prepare_weights`.
 
     Returns ``(method, state)`` with ``state`` one of ``"shipped"``, ``"cached"``, ``"fitted"``,
     ``"untrained"``, or ``"none"`` for a method that trains nothing. ``control``: the fit's budget
-    and held-out cases (:class:`fusionbench.fitting.FitControl`).
+    and held-out cases (:class:`fusionbench.fitting.FitControl`). ``init``: a weights folder the
+    fit starts from (:func:`fusionbench.weights.start_from`).
     """
     from .data.datasets import describe_dataset, load_dataset
 
     method = create_configured(name, device, settings)
     if not is_trainable(name, method):
         return method, "none"
+    if init is not None:
+        start_from(method, init)
     cases = train_cases if train_cases is not None else (lambda: load_dataset(dataset, split="train"))
     state = prepare_weights(name, method, cases, cache_dir=cache_dir, allow_fit=allow_fit,
                             data=f"{describe_dataset(dataset)} train split", log=log, control=control)

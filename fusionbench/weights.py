@@ -37,7 +37,7 @@ import numpy as np
 
 __all__ = ["PROVENANCE_FILE", "WeightsError", "data_fingerprint", "canonical", "weights_key",
            "weights_root", "cache_folder", "weights_digest", "weights_note", "read_provenance", "provenance_record", "load_into",
-           "shipped_state", "prepare_weights", "converged", "ship_weights"]
+           "shipped_state", "start_from", "prepare_weights", "converged", "ship_weights"]
 
 PROVENANCE_FILE = "provenance.json"
 
@@ -224,6 +224,25 @@ def _load_shipped(method) -> None:
         load_into(method, folder)
 
 
+def start_from(method, folder: str | Path) -> dict[str, Any]:
+    """Load a weights folder into ``method`` as the starting point of a fit (fine-tuning).
+
+    Unlike :func:`load_into` the folder may come from other settings, as long as the networks
+    agree (a new loss, schedule or branch on the same layers): the weights' digest enters the fit's
+    cache key and its provenance's ``init_weights``, and the folder is not "given" weights to run
+    with (:func:`prepare_weights` still fits)."""
+    try:
+        record = load_into(method, folder, check_config=False)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        if isinstance(exc, WeightsError):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(f"{folder}: cannot start {getattr(method, 'name', None) or type(method).__name__} "
+                           f"from these weights (its networks differ): {first}") from None
+    method.provenance.pop("folder", None)
+    return record
+
+
 def _given_folder(method) -> Path | None:
     """The weights folder the method loaded when it was created, unless it is its shipped one."""
     folder = (getattr(method, "provenance", None) or {}).get("folder")
@@ -263,7 +282,8 @@ def prepare_weights(name: str, method, train_cases: Sequence[Any] | Callable[[],
         _load_shipped(method)
         return "shipped"
     if fingerprint is not None:
-        if shipped == "other-data":  # start from them: a fit fine-tunes the shipped weights
+        # Start from the shipped weights (a fit fine-tunes them) unless it already holds a start.
+        if shipped == "other-data" and not (getattr(method, "provenance", None) or {}).get("weights_sha256"):
             _load_shipped(method)
         folder = cache_folder(name, method, fingerprint, cache_dir)
         if (folder / "weights" / PROVENANCE_FILE).is_file():

@@ -122,9 +122,11 @@ class PAMRFusePlus(Trainable, FusionMethod, RegistrationMethod):
             finally:
                 self.net, self._last = own, None
 
+        # Weights it holds (shipped ones trained on other data, or `fit --init`) are the start.
+        init = own.state_dict() if self.provenance.get("weights_sha256") else None
         net, record = fit_pamrfuse(cases, workdir, preset=self.cfg, device=self.device,
                                    ablation=self.ablation_name, validate=validate if val_cases else None,
-                                   control=control)
+                                   control=control, init=init)
         self.net.load_state_dict(net.state_dict())
         self.net.eval()
         history = json.loads((Path(workdir) / "history.json").read_text())

@@ -330,13 +330,15 @@ class Trainer:
 def fit_pamrfuse(cases: Sequence[Any], workdir, preset: str | PAMRFuseConfig = "lite", device: str = "auto",
                  epochs: tuple[int, int] | None = None, resume: bool = True, progress: bool = True,
                  ablation: str | None = None, validate: Callable[[Trainer], dict[str, float]] | None = None,
-                 control: FitControl | None = None, **overrides: Any) -> tuple[PAMRFuseNet, dict[str, Any]]:
+                 control: FitControl | None = None, init: dict[str, Any] | None = None,
+                 **overrides: Any) -> tuple[PAMRFuseNet, dict[str, Any]]:
     """Train PAMRFuse+ on ``cases`` in ``workdir``; returns the trained net and the training metrics.
 
     ``epochs=(stage1, stage2)`` overrides the preset's. With ``resume`` an existing
     ``workdir/checkpoint.pt`` of the same configuration is continued; a finished run returns at once.
     The loss history goes to ``workdir/history.json`` (the weights are the caller's to save:
-    :mod:`fusionbench.weights`). ``validate`` and ``control``: :meth:`Trainer.run`.
+    :mod:`fusionbench.weights`). ``validate`` and ``control``: :meth:`Trainer.run`. ``init``: a
+    state dict of the network to start from (fine-tuning) when there is no checkpoint to resume.
     """
     if epochs is not None:
         overrides.update(epochs_stage1=int(epochs[0]), epochs_stage2=int(epochs[1]))
@@ -347,6 +349,8 @@ def fit_pamrfuse(cases: Sequence[Any], workdir, preset: str | PAMRFuseConfig = "
     ckpt = workdir / CHECKPOINT
     if resume and ckpt.exists():
         trainer.load_checkpoint(ckpt)
+    elif init is not None:
+        trainer.net.load_state_dict(init)  # in place: the optimisers keep their parameters
     pats, mris = prepare_arrays(cases, cfg.size)
     t0 = time.perf_counter()
     trainer.run(pats, mris, validate=validate, control=control)

@@ -166,3 +166,32 @@ def test_bad_method_settings_are_one_clear_line(tmp_path, monkeypatch):
     assert elsewhere.exit_code == 2 and "not in this run: maximum" in elsewhere.output
     unknown = runner.invoke(app, args + ["--set", "average.colour=2", "--out", str(tmp_path / "c")])
     assert unknown.exit_code == 1 and "average: settings {'colour': 2} not accepted" in unknown.output
+
+
+def test_fit_init_fine_tunes_from_a_folder_and_keeps_what_it_does_not_train(tmp_path, monkeypatch):
+    """``fit --init``: stage II alone with the released code's PAT branch, from a finished fit.
+    P2M is frozen in stage II, so its generator (what ``p2m+vm`` is keyed on) is the start's."""
+    from fusionbench.nn.training import state_digest
+    from fusionbench.weights import read_provenance
+    from pamrfuse.method import PAMRFusePlus
+
+    monkeypatch.setenv("FUSIONBENCH_CACHE", str(tmp_path / "cache"))
+    data = ["--dataset", "phantom:n=4,size=64", "--preset", "tiny", "--device", "cpu"]
+    assert runner.invoke(app, ["fit", "pamrfuse+", *data]).exit_code == 0
+    (start,) = (tmp_path / "cache" / "weights" / "pamrfuse+").glob("*/weights")
+    tuned = runner.invoke(app, ["fit", "pamrfuse+", *data, "--set", "mlr_pat_branch=true",
+                                "--set", "epochs_stage1=0", "--set", "epochs_stage2=1", "--init", str(start)])
+    assert tuned.exit_code == 0, tuned.output
+    (folder,) = [f for f in (tmp_path / "cache" / "weights" / "pamrfuse+").glob("*/weights") if f != start]
+    record = read_provenance(folder)
+    assert record["init_weights"] == read_provenance(start)["weights_sha256"]
+    before = PAMRFusePlus(preset="tiny", weights=str(start), device="cpu").net
+    after = PAMRFusePlus(preset="tiny", mlr_pat_branch=True, epochs_stage1=0, epochs_stage2=1,
+                         weights=str(folder), device="cpu").net
+    assert state_digest(after.p2m.g_pm) == state_digest(before.p2m.g_pm)
+    assert state_digest(after.mlr) != state_digest(before.mlr)
+    # weights whose networks differ (another preset's sizes): one line naming the folder
+    bad = runner.invoke(app, ["fit", "pamrfuse+", "--dataset", "phantom:n=4,size=64", "--device", "cpu",
+                              "--init", str(start)])
+    assert bad.exit_code == 2 and f"{start}: cannot start pamrfuse+ from these weights" in bad.output
+    assert "Traceback" not in bad.output

@@ -11,7 +11,7 @@ from fusionbench.data import Case
 from fusionbench.methods import FusionMethod, Trainable, create_method, get_method_info, list_methods
 from fusionbench.weights import (PROVENANCE_FILE, WeightsError, canonical, data_fingerprint, load_into,
                                  prepare_weights, read_provenance, ship_weights, shipped_state,
-                                 weights_digest, weights_key, weights_note)
+                                 start_from, weights_digest, weights_key, weights_note)
 
 
 class Scaler(Trainable, FusionMethod):
@@ -206,3 +206,25 @@ def test_a_weights_folder_given_at_creation_is_used_on_any_data_and_never_refitt
     load_into(own, Scaler.shipped)
     assert prepare_weights("scaler", own, phantom, cache_dir=tmp_path / "c2") == "shipped"
     assert prepare_weights("scaler", Scaler(steps=4), real, cache_dir=tmp_path / "c2") == "shipped-other-data"
+
+
+def test_a_fit_started_from_a_folder_is_keyed_on_it_and_not_overridden_by_shipped_weights(tmp_path):
+    """``fit --init FOLDER``: fine-tuning from weights made with other settings."""
+    phantom, real = _cases(), _cases(n=2, value=0.75)
+    first = Scaler(steps=4)
+    prepare_weights("scaler", first, phantom, cache_dir=tmp_path / "c0", allow_fit=True)
+    start_sha = first.provenance["weights_sha256"]
+    Scaler.shipped = tmp_path / "shipped"  # shipped weights of the same settings, other data
+    fitted = Scaler()
+    prepare_weights("scaler", fitted, phantom, cache_dir=tmp_path / "c1", allow_fit=True)
+    ship_weights(fitted, fitted.provenance["folder"], require_converged=False)
+
+    tuned = Scaler()  # steps=3: another train_config than the start's
+    start_from(tuned, first.provenance["folder"])
+    assert tuned.scale == pytest.approx(0.2) and "folder" not in tuned.provenance
+    assert prepare_weights("scaler", tuned, real, cache_dir=tmp_path / "c2", allow_fit=True) == "fitted"
+    assert tuned.provenance["init_weights"] == start_sha  # not the shipped weights' digest
+    assert Path(tuned.provenance["folder"]).parent.name == weights_key(
+        "scaler", {"steps": 3, "version": "1"}, data_fingerprint(real), init=start_sha)
+    with pytest.raises(WeightsError, match="nowhere"):
+        start_from(Scaler(), tmp_path / "nowhere")
