@@ -260,8 +260,8 @@ def prepare_weights(name: str, method, train_cases: Sequence[Any] | Callable[[],
     """Give a trainable ``method`` its weights for a dataset whose train split is ``train_cases``.
 
     In this order: the weights folder the method was created with (``weights=FOLDER``: the user's
-    choice, used as it is, never refitted; ``"given"``); the shipped weights when their provenance names the method's ``train_config``
-    and these data (``"shipped"``); a cached fit under :func:`weights_root` with the same
+    choice, used as it is, never refitted; ``"given"``); the shipped weights when their provenance
+    names the method's ``train_config`` and these data (``"shipped"``); a cached fit under :func:`weights_root` with the same
     :func:`weights_key` (``"cached"``); with ``allow_fit``, a fit now, cached, its checkpoints in
     the cache folder's ``work/`` so an interrupted fit resumes (``"fitted"``; it starts from the
     shipped weights when they have the method's ``train_config``, else from the seeded
