@@ -233,9 +233,9 @@ def start_from(method, folder: str | Path) -> dict[str, Any]:
     with (:func:`prepare_weights` still fits)."""
     try:
         record = load_into(method, folder, check_config=False)
-    except (RuntimeError, KeyError, ValueError) as exc:
-        if isinstance(exc, WeightsError):
-            raise
+    except WeightsError:
+        raise
+    except (RuntimeError, KeyError, ValueError) as exc:  # load_state_dict: missing or misshapen tensors
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WeightsError(f"{folder}: cannot start {getattr(method, 'name', None) or type(method).__name__} "
                            f"from these weights (its networks differ): {first}") from None
